@@ -47,7 +47,9 @@ def load_volume(path: str | Path, subject: str = "?") -> tuple[np.ndarray, np.nd
     lo, hi = SANE_SPACING_MM
     if np.any(spacing < lo) or np.any(spacing > hi):
         raise ScanError(
-            subject, path, f"has voxel spacing {np.round(spacing, 3).tolist()} mm outside [{lo}, {hi}]"
+            subject,
+            path,
+            f"has voxel spacing {np.round(spacing, 3).tolist()} mm outside [{lo}, {hi}]",
         )
     return data, img.affine.astype(np.float64)
 

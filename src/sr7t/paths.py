@@ -14,6 +14,7 @@ FIELDS = ("1p5T", "7T")  # field-strength labels used in file names and the mani
 
 TEMPLATES: dict[str, str] = {
     # demo cohort (synthetic raw data; a real cohort's raw data live wherever the user keeps them)
+    "demo_raw_dir": "{cohort}/raw",
     "demo_samples": "{cohort}/raw/samples.tsv",
     "demo_scan": "{cohort}/raw/{subject}/{subject}_{field}.nii.gz",
     "demo_truth_dir": "{cohort}/raw/truth/{subject}",
@@ -43,7 +44,6 @@ TEMPLATES: dict[str, str] = {
     "preprocess_qc": "{cohort}/qc/preprocess.tsv",
     # training data
     "dataset_subject": "{cohort}/dataset/{subject}.npz",
-    "splits": "{cohort}/dataset/splits.tsv",
     # models: teacher, student_stage1..K
     "model": "{cohort}/models/{model}/model.pt",
     "model_checkpoints": "{cohort}/models/{model}/checkpoints",

@@ -1,0 +1,101 @@
+"""Ingestion: validate each raw scan, write a canonical (RAS+) float32 copy, record it.
+
+Raw inputs are only ever read. A bad scan raises :class:`sr7t.errors.ScanError` naming
+the subject and file; the workflow runs one ingest job per subject, so with
+``--keep-going`` the other subjects go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+
+from sr7t.errors import ScanError
+from sr7t.io import load_volume, save_volume, voxel_spacing_mm
+
+MANIFEST_COLUMNS = [
+    "subject",
+    "field",
+    "split",
+    "source",
+    "sha256_12",
+    "shape",
+    "spacing_mm",
+    "orientation_in",
+    "coef_file",
+    "ingested",
+]
+
+
+def ingest_subject(
+    subject: str,
+    scans: dict[str, str | None],
+    coefs: dict[str, str | None],
+    outputs: dict[str, str],
+    out_rows: str | Path,
+    require_7t: bool,
+) -> pd.DataFrame:
+    """Validate and copy one subject's scans.
+
+    ``scans`` and ``coefs`` map field ("1p5T", "7T") to a raw path or None; ``outputs`` maps
+    field to the canonical copy to write. Writes ``out_rows`` (TSV, one row per scan, the
+    manifest's columns without ``split``) and returns it.
+    """
+    if not scans.get("1p5T"):
+        raise ScanError(subject, "(sample sheet)", "has no 1.5T scan")
+    if require_7t and not scans.get("7T"):
+        raise ScanError(subject, str(scans["1p5T"]), "has no 7T partner, which training needs")
+    rows = []
+    checked = {}
+    # Validate everything before writing anything, so a bad partner leaves no half subject.
+    for fld, src in scans.items():
+        if not src:
+            continue
+        src = Path(src)
+        if not src.exists():
+            raise ScanError(subject, src, "does not exist")
+        coef = coefs.get(fld)
+        if coef and not Path(coef).exists():
+            raise ScanError(subject, coef, f"coefficient file for the {fld} scan does not exist")
+        data, affine = load_volume(src, subject)
+        checked[fld] = (src, data, affine, coef)
+    for fld, (src, data, affine, coef) in checked.items():
+        save_volume(outputs[fld], data, affine)
+        rows.append(
+            {
+                "subject": subject,
+                "field": fld,
+                "source": str(src),
+                "sha256_12": _sha256_12(src),
+                "shape": "x".join(str(n) for n in data.shape),
+                "spacing_mm": ",".join(f"{v:.4g}" for v in voxel_spacing_mm(affine)),
+                "orientation_in": "".join(nib.aff2axcodes(nib.load(str(src)).affine)),
+                "coef_file": coef or "",
+                "ingested": str(outputs[fld]),
+            }
+        )
+    table = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c != "split"])
+    Path(out_rows).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_rows, sep="\t", index=False)
+    return table
+
+
+def build_manifest(row_files: list[str | Path], splits: dict[str, str], out: str | Path):
+    """Concatenate per-subject rows into ``manifest.tsv`` with each subject's split."""
+    table = pd.concat([pd.read_csv(f, sep="\t", dtype=str) for f in row_files], ignore_index=True)
+    table["split"] = table["subject"].map(splits).fillna("train")
+    table = table[MANIFEST_COLUMNS].sort_values(["subject", "field"])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, sep="\t", index=False)
+    return table
+
+
+def _sha256_12(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]

@@ -1,0 +1,169 @@
+"""Cohort definitions: which subjects, which raw files, which split.
+
+A cohort comes from the demo generator, a samples TSV or a BIDS folder (config
+``cohorts.<name>.source``). Everything here runs at workflow-parse time, so it only reads
+small text files and directory listings; scans are validated later, per subject, by ingest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from sr7t import paths
+from sr7t.config import ConfigError, validate
+
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SAMPLE_COLUMNS = ("subject", "scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")
+
+
+@dataclass
+class Subject:
+    """One subject's raw inputs. Paths are absolute or relative to the working directory."""
+
+    subject: str
+    scan_1p5T: str
+    scan_7T: str | None = None
+    coef_1p5T: str | None = None
+    coef_7T: str | None = None
+    split: str = "train"
+
+    @property
+    def has_7t(self) -> bool:
+        return bool(self.scan_7T)
+
+
+@dataclass
+class Cohort:
+    name: str
+    source: str
+    subjects: dict[str, Subject] = field(default_factory=dict)
+
+    def in_split(self, split: str) -> list[str]:
+        return [s for s, sub in self.subjects.items() if sub.split == split]
+
+
+def demo_subject_ids(n_subjects: int) -> list[str]:
+    return [f"sub-{i:02d}" for i in range(1, n_subjects + 1)]
+
+
+def read_samples(tsv: str | Path, schema: dict) -> list[Subject]:
+    """Read and validate a samples TSV; relative paths resolve against the TSV's folder."""
+    tsv = Path(tsv)
+    if not tsv.exists():
+        raise ConfigError(f"samples sheet {tsv} does not exist")
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    unknown = [c for c in table.columns if c not in SAMPLE_COLUMNS]
+    if unknown:
+        raise ConfigError(f"{tsv}: unknown column(s) {unknown}; expected {list(SAMPLE_COLUMNS)}")
+    subjects = []
+    for i, row in table.iterrows():
+        record = {k: (v if v != "" else None) for k, v in row.items()}
+        validate(record, schema, what=f"{tsv} row {i + 2}")
+        for key in ("scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T"):
+            if record.get(key):
+                p = Path(record[key])
+                record[key] = str(p if p.is_absolute() else tsv.parent / p)
+        subjects.append(Subject(**{k: record.get(k) for k in SAMPLE_COLUMNS}))
+    ids = [s.subject for s in subjects]
+    dupes = sorted({s for s in ids if ids.count(s) > 1})
+    if dupes:
+        raise ConfigError(f"{tsv}: duplicate subject IDs {dupes}")
+    return subjects
+
+
+def read_bids(root: str | Path, sessions: dict[str, str], coef_1p5T=None, coef_7T=None):
+    """Subjects from a BIDS folder: ``sub-*/ses-*/anat/*_T1w.nii[.gz]``.
+
+    ``sessions`` maps a session label (without ``ses-``) to a field ("1p5T" or "7T").
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"BIDS root {root} is not a folder")
+    found: dict[str, dict[str, str]] = {}
+    for anat in sorted(root.glob("sub-*/ses-*/anat/*_T1w.nii*")):
+        sub, ses = anat.parts[-4], anat.parts[-3].removeprefix("ses-")
+        fld = sessions.get(ses)
+        if fld is None:
+            continue
+        scans = found.setdefault(sub, {})
+        if fld in scans:
+            raise ConfigError(
+                f"BIDS {sub}: more than one T1w for field {fld}: {scans[fld]}, {anat}"
+            )
+        scans[fld] = str(anat)
+    subjects = []
+    for sub, scans in sorted(found.items()):
+        if "1p5T" not in scans:
+            raise ConfigError(f"BIDS {sub}: no 1.5T T1w (sessions {sessions})")
+        subjects.append(
+            Subject(sub, scans["1p5T"], scans.get("7T"), coef_1p5T=coef_1p5T, coef_7T=coef_7T)
+        )
+    if not subjects:
+        raise ConfigError(f"BIDS root {root}: no sub-*/ses-*/anat/*_T1w.nii[.gz] for {sessions}")
+    return subjects
+
+
+def load_cohort(name: str, cfg: dict, results_dir: str, samples_schema: dict) -> Cohort:
+    """Resolve cohort ``name`` of a validated config into its subjects and splits."""
+    ccfg = cfg
+    source = ccfg["source"]
+    if source == "demo":
+        subjects = []
+        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"]):
+            scan = {
+                f: str(paths.path("demo_scan", results_dir, cohort=name, subject=sid, field=f))
+                for f in paths.FIELDS
+            }
+            coeffs = Path(paths.pattern("demo_coeffs_dir", results_dir, cohort=name))
+            subjects.append(
+                Subject(
+                    sid,
+                    scan["1p5T"],
+                    scan["7T"],
+                    str(coeffs / "scanner_1p5T.grad"),
+                    str(coeffs / "scanner_7T.grad"),
+                )
+            )
+    elif source == "samples":
+        if not ccfg.get("samples"):
+            raise ConfigError(f"cohorts.{name}: source 'samples' needs a 'samples' TSV path")
+        subjects = read_samples(ccfg["samples"], samples_schema)
+    else:
+        if not ccfg.get("bids"):
+            raise ConfigError(f"cohorts.{name}: source 'bids' needs a 'bids' section")
+        b = ccfg["bids"]
+        subjects = read_bids(b["root"], b["sessions"], b.get("coef_1p5T"), b.get("coef_7T"))
+    cohort = Cohort(name, source, {s.subject: s for s in subjects})
+    for sid in cohort.subjects:
+        if not SUBJECT_RE.match(sid):
+            raise ConfigError(
+                f"cohort {name}: subject ID {sid!r} is not allowed (no path separators)"
+            )
+    _assign_splits(cohort, ccfg.get("split", {}))
+    return cohort
+
+
+def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
+    for split in ("val", "test"):
+        for sid in split_cfg.get(split, []):
+            if sid not in cohort.subjects:
+                raise ConfigError(f"cohorts.{cohort.name}.split.{split}: unknown subject {sid!r}")
+            cohort.subjects[sid].split = split
+    if not split_cfg.get("test"):
+        # Without an explicit test set the last subject (sorted) is held out, so evaluation
+        # never scores a subject the model was trained on.
+        last = sorted(cohort.subjects)[-1]
+        cohort.subjects[last].split = "test"
+    for sub in cohort.subjects.values():
+        if not sub.has_7t:
+            sub.split = "infer"
+    if not any(s.split == "train" for s in cohort.subjects.values()):
+        # Inference-only cohorts (a model trained elsewhere) are not wired into the workflow yet.
+        raise ConfigError(
+            f"cohort {cohort.name}: no training subject with a 7T scan left after the val/test "
+            "split; inference-only cohorts are not supported by the workflow yet (use sr7t predict)"
+        )

@@ -1,0 +1,101 @@
+"""Per-subject training/inference arrays: condition channels, target and mask on the 7T grid.
+
+One ``.npz`` per subject (the contract read by :mod:`sr7t.data.slices` and the evaluation):
+
+- ``condition`` float32 (C, X, Y, Z), channel names in ``channels`` (:data:`CHANNELS`)
+- ``target`` float32 (X, Y, Z): corrected 7T / its 99th percentile in the mask
+- ``mask`` uint8 (X, Y, Z); ``affine`` (4, 4); ``spacing_mm`` (3,); ``native_slice_mm``
+- ``norm_scale_1p5T``, ``norm_scale_7T``: the divisors used (intensity units of the inputs)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sr7t.io import load_volume, read_json, voxel_spacing_mm
+
+CHANNELS = ("t1_1p5T", "log_bias_1p5T", "gnl_jacobian_1p5T", "gnl_dispmag_1p5T", "gnl_present")
+NORM_PERCENTILE = 99.0
+# Bias fields are positive by construction; this floor only guards log() against the zeros
+# that resampling leaves outside the 1.5T field of view.
+_BIAS_FLOOR = 1e-3
+
+
+def robust_scale(volume: np.ndarray, mask: np.ndarray) -> float:
+    """The intensity that maps to 1.0: the 99th percentile inside ``mask``."""
+    values = volume[mask > 0]
+    if values.size == 0:
+        raise ValueError("empty brain mask")
+    scale = float(np.percentile(values, NORM_PERCENTILE))
+    if scale <= 0:
+        raise ValueError(f"non-positive intensity scale {scale}")
+    return scale
+
+
+def build_subject_arrays(
+    reg_1p5t: str | Path,
+    reg_bias: str | Path,
+    reg_jacobian: str | Path,
+    reg_dispmag: str | Path,
+    gnl_qc: str | Path,
+    scan_1p5t_native: str | Path,
+    mask_7t: str | Path,
+    target_7t: str | Path | None,
+    out_npz: str | Path,
+    subject: str = "?",
+) -> dict:
+    """Assemble one subject's arrays (all inputs on the 7T grid except the native 1.5T,
+    read only for its slice spacing) and write ``out_npz``. Returns a small summary."""
+    t1, affine = load_volume(reg_1p5t, subject)
+    mask = (load_volume(mask_7t, subject)[0] > 0.5).astype(np.uint8)
+    bias = load_volume(reg_bias, subject)[0]
+    jac = load_volume(reg_jacobian, subject)[0]
+    disp = load_volume(reg_dispmag, subject)[0]
+    gnl_present = bool(read_json(gnl_qc).get("gnl_present_1p5T", False))
+    _, native_affine = load_volume(scan_1p5t_native, subject)
+    native_slice_mm = float(voxel_spacing_mm(native_affine)[2])
+
+    scale_1p5 = robust_scale(t1, mask)
+    condition = np.stack(
+        [
+            t1 / scale_1p5,
+            np.log(np.maximum(bias, _BIAS_FLOOR)),
+            jac - 1.0,
+            disp,
+            np.full(t1.shape, 1.0 if gnl_present else 0.0, np.float32),
+        ]
+    ).astype(np.float32)
+    arrays = dict(
+        condition=condition,
+        channels=np.array(CHANNELS),
+        mask=mask,
+        affine=affine,
+        spacing_mm=voxel_spacing_mm(affine),
+        native_slice_mm=np.float64(native_slice_mm),
+        norm_scale_1p5T=np.float64(scale_1p5),
+    )
+    summary = {
+        "subject": subject,
+        "shape": list(t1.shape),
+        "native_slice_mm": native_slice_mm,
+        "gnl_present": gnl_present,
+        "mask_voxels": int(mask.sum()),
+    }
+    if target_7t is not None:
+        target, _ = load_volume(target_7t, subject)
+        scale_7 = robust_scale(target, mask)
+        arrays["target"] = (target / scale_7).astype(np.float32)
+        arrays["norm_scale_7T"] = np.float64(scale_7)
+    Path(out_npz).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_npz, **arrays)
+    return summary
+
+
+def load_subject_arrays(path: str | Path) -> dict:
+    """Read a subject ``.npz`` written by :func:`build_subject_arrays` (no pickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    out["channels"] = [str(c) for c in out["channels"]]
+    return out

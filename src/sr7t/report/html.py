@@ -1,0 +1,198 @@
+"""The cohort's self-contained HTML report: it only assembles what the stages wrote.
+
+Sections: how to read it, results (metrics table and figure, example slices), models,
+preprocessing QC (table and each subject's registration figure), warnings.
+Figures are embedded as base64 PNG so the single file can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sr7t import paths
+from sr7t.io import load_volume
+
+HOW_TO_READ = """
+<p>Each model super-resolves the held-out (<em>test</em>) subjects' 1.5T scans, re-acquired
+at each input slice spacing, onto the 7T grid. Metrics compare the prediction with the
+corrected 7T scan (N4 + gradient unwarping) <strong>inside the brain mask</strong>, after
+scaling each volume by its own 99th percentile in the mask; PSNR's data range is the
+reference's max&minus;min in the mask. Higher PSNR/SSIM and lower NMSE are better.
+<code>trilinear</code> and <code>bspline</code> are interpolation baselines: a learned model
+is only useful where it beats them. <code>teacher</code> is the diffusion model;
+<code>student_stage&lt;k&gt;</code> is the k-th distilled student (half the sampling steps of
+stage k&minus;1). <code>seconds</code> is the wall time per volume on the machine that ran
+the evaluation.</p>
+<p>Preprocessing QC: similarity after registration should exceed similarity before;
+N4 should lower the white-matter coefficient of variation (CoV). For the demo cohort the
+columns ending in <code>_truth</code> compare each stage with the known synthetic truth.</p>
+"""
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0} h2{border-bottom:2px solid #ddd;padding-bottom:3px}
+img{max-width:100%} .warn{color:#a40000} figure{margin:1em 0}
+figcaption{font-size:13px;color:#555}
+"""
+
+
+def write_report(results_root: str | Path, cohort: str, out_html: str | Path) -> Path:
+    """Assemble ``report/index.html`` for ``cohort`` from the files under ``results_root``."""
+    root = Path(results_root)
+
+    def p(name, **kw):
+        return paths.path(name, root, cohort=cohort, **kw)
+
+    metrics = pd.read_csv(p("metrics"), sep="\t", keep_default_na=False)
+    qc = pd.read_csv(p("preprocess_qc"), sep="\t")
+    manifest = pd.read_csv(p("manifest"), sep="\t")
+    parts = [
+        f"<h1>sr7t report: cohort <code>{html.escape(cohort)}</code></h1>",
+        f"<p>Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. "
+        f"{manifest['subject'].nunique()} subjects; splits: "
+        f"{_split_counts(manifest)}.</p>",
+        "<h2>How to read this report</h2>",
+        HOW_TO_READ,
+    ]
+
+    parts.append("<h2>Results on held-out subjects</h2>")
+    summary = (
+        metrics.groupby(["model", "resolution_mm"])[["psnr", "ssim", "nmse", "seconds"]]
+        .mean()
+        .reset_index()
+    )
+    parts.append(_table(summary, floats={"psnr": 2, "ssim": 4, "nmse": 4, "seconds": 2}))
+    parts.append(
+        _figure(
+            p("eval_figure").read_bytes(),
+            "PSNR and SSIM against input slice "
+            "spacing, mean over held-out subjects; dashed lines are baselines.",
+        )
+    )
+    example = _example_slices(root, cohort, metrics)
+    if example:
+        parts.append(
+            _figure(
+                example,
+                "One held-out subject, a coronal slice, at the coarsest "
+                "input resolution: input (trilinear), each learned model, the 7T.",
+            )
+        )
+    parts.append(
+        "<details><summary>Every row of metrics.tsv</summary>"
+        + _table(metrics, floats={"psnr": 2, "ssim": 4, "nmse": 4, "seconds": 2, "data_range": 3})
+        + "</details>"
+    )
+
+    parts.append("<h2>Models</h2>")
+    rows = []
+    for model in sorted(metrics["model"].unique()):
+        sfile = p("model_summary", model=model)
+        if sfile.exists():
+            s = json.loads(sfile.read_text())
+            rows.append(
+                {"model": model} | {k: v for k, v in s.items() if isinstance(v, (int, float, str))}
+            )
+    if rows:
+        parts.append(_table(pd.DataFrame(rows)))
+
+    parts.append("<h2>Preprocessing QC</h2>")
+    parts.append(_table(qc))
+    for subject in sorted(manifest["subject"].unique()):
+        png = p("reg_qc_png", subject=subject)
+        if png.exists():
+            parts.append(_figure(png.read_bytes(), f"{subject}: registered 1.5T on its 7T."))
+
+    parts.append("<h2>Warnings and errors</h2>")
+    warnings = metrics[metrics["warning"].astype(str) != ""]
+    flagged = qc[qc.get("qc_failed", pd.Series(False, index=qc.index)).astype(bool)]
+    if warnings.empty and flagged.empty:
+        parts.append("<p>None.</p>")
+    if not warnings.empty:
+        parts.append('<p class="warn">Inputs outside a model\'s trained range:</p>')
+        parts.append(_table(warnings[["model", "resolution_mm", "subject", "warning"]]))
+    if not flagged.empty:
+        parts.append('<p class="warn">Subjects that failed a preprocessing QC check:</p>')
+        parts.append(_table(flagged))
+
+    doc = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sr7t {cohort}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    out_html.write_text(doc)
+    return out_html
+
+
+def _split_counts(manifest: pd.DataFrame) -> str:
+    counts = manifest.drop_duplicates("subject")["split"].value_counts().sort_index()
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _table(df: pd.DataFrame, floats: dict[str, int] | None = None) -> str:
+    floats = floats or {}
+    fmt = {c: (lambda v, n=n: f"{v:.{n}f}") for c, n in floats.items() if c in df.columns}
+    return df.to_html(index=False, border=0, formatters=fmt, float_format=lambda v: f"{v:.4g}")
+
+
+def _figure(png: bytes, caption: str) -> str:
+    b64 = base64.b64encode(png).decode()
+    return (
+        f'<figure><img src="data:image/png;base64,{b64}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _example_slices(root: Path, cohort: str, metrics: pd.DataFrame) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sr7t.data.dataset import load_subject_arrays
+
+    subject = sorted(metrics["subject"].unique())[0]
+    res = float(metrics["resolution_mm"].max())
+    models = ["trilinear"] + [
+        m for m in sorted(metrics["model"].unique()) if m not in ("trilinear", "bspline")
+    ]
+    panels = []
+    for model in models:
+        f = paths.path(
+            "eval_prediction",
+            root,
+            cohort=cohort,
+            model=model,
+            subject=subject,
+            resolution_mm=f"{res:g}",
+        )
+        if f.exists():
+            panels.append((model, load_volume(f)[0]))
+    npz = paths.path("dataset_subject", root, cohort=cohort, subject=subject)
+    if not panels or not npz.exists():
+        return None
+    arrays = load_subject_arrays(npz)
+    panels.append(("7T (reference)", arrays["target"] * (arrays["mask"] > 0)))
+    y = panels[0][1].shape[1] // 2
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), dpi=90)
+    for ax, (name, vol) in zip(np.atleast_1d(axes), panels, strict=True):
+        ax.imshow(np.rot90(vol[:, y, :]), cmap="gray", vmin=0, vmax=1.1)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{subject}, input slice spacing {res:g} mm", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

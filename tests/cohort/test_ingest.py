@@ -1,0 +1,71 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sr7t.cohort.ingest import build_manifest, ingest_subject
+from sr7t.errors import ScanError
+from sr7t.io import load_volume, save_volume
+
+
+def run_ingest(tmp_path, s15, s7, require_7t=True):
+    outs = {"1p5T": tmp_path / "out/a_1p5T.nii.gz", "7T": tmp_path / "out/a_7T.nii.gz"}
+    return ingest_subject(
+        "a", {"1p5T": s15, "7T": s7}, {}, outs, tmp_path / "out/rows.tsv", require_7t
+    ), outs
+
+
+def test_ingest_reorients_to_ras_and_keeps_raw_untouched(tmp_path, phantom):
+    # an LAS scan: flip x in the affine and the data, so world coordinates are unchanged
+    aff = np.diag([-2.0, 2.0, 3.0, 1.0])
+    aff[:3, 3] = (30, -20, -40)
+    raw15 = save_volume(tmp_path / "raw15.nii.gz", phantom, aff)
+    raw7 = save_volume(tmp_path / "raw7.nii.gz", phantom, np.diag([2.0, 2.0, 2.0, 1.0]))
+    before = raw15.read_bytes()
+    table, outs = run_ingest(tmp_path, raw15, raw7)
+    assert raw15.read_bytes() == before
+    data, affine = load_volume(outs["1p5T"])
+    assert affine[0, 0] > 0  # RAS+
+    # the same world point holds the same value: voxel (i,j,k) of raw -> (X-1-i, j, k)
+    np.testing.assert_allclose(data[::-1], phantom, rtol=1e-6)
+    assert list(table["orientation_in"]) == ["LAS", "RAS"]
+    assert table.loc[table.field == "1p5T", "spacing_mm"].item() == "2,2,3"
+
+
+@pytest.mark.parametrize(
+    "corrupt, problem",
+    [
+        (lambda v: np.where(v > 0.5, np.nan, v), "NaN"),
+        (lambda v: np.zeros_like(v), "empty"),
+        (lambda v: v[..., 0], "not 3-D"),
+    ],
+)
+def test_bad_scan_names_subject_and_file_and_writes_nothing(tmp_path, phantom, corrupt, problem):
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
+    bad = save_volume(tmp_path / "bad.nii.gz", corrupt(phantom).astype(np.float32), np.eye(4))
+    with pytest.raises(ScanError, match=rf"subject a: .*bad.nii.gz: .*{problem}"):
+        run_ingest(tmp_path, good, bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_and_missing_partner(tmp_path, phantom):
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not a nifti")
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4))
+    with pytest.raises(ScanError, match="junk.nii.gz: cannot be read"):
+        run_ingest(tmp_path, good, junk)
+    with pytest.raises(ScanError, match="no 7T partner"):
+        run_ingest(tmp_path, good, None)
+
+
+def test_absurd_spacing_is_refused(tmp_path, phantom):
+    scan = save_volume(tmp_path / "m.nii.gz", phantom, np.diag([1000.0, 1000.0, 1000.0, 1.0]))
+    with pytest.raises(ScanError, match="spacing"):
+        run_ingest(tmp_path, scan, scan)
+
+
+def test_manifest_has_splits(tmp_path, phantom):
+    s = save_volume(tmp_path / "s.nii.gz", phantom, np.eye(4))
+    run_ingest(tmp_path, s, s)
+    table = build_manifest([tmp_path / "out/rows.tsv"], {"a": "test"}, tmp_path / "m.tsv")
+    assert set(table["split"]) == {"test"}
+    assert len(pd.read_csv(tmp_path / "m.tsv", sep="\t")) == 2

@@ -1,0 +1,46 @@
+import copy
+
+import pytest
+import yaml
+
+from sr7t.config import ConfigError, config_hash, load_schema, validate
+from tests.conftest import REPO
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def default_config():
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def test_default_and_tiny_configs_validate_and_get_defaults():
+    cfg = validate(default_config(), SCHEMA)
+    assert cfg["teacher"]["sampling_steps"] == 16
+    tiny = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    filled = validate(tiny, SCHEMA)
+    # defaults fill keys the tiny config leaves out, nested ones too
+    assert filled["tracking"]["uri"] is None
+    assert filled["preprocess"]["register"]["transforms"] == ["Rigid", "Affine"]
+    assert filled["teacher"]["ema_decay"] == 0.995
+
+
+def test_misspelt_key_is_named_with_its_path():
+    cfg = default_config()
+    cfg["teacher"]["learning_rate"] = 1e-3
+    with pytest.raises(ConfigError, match=r"teacher: .*learning_rate.*misspelt"):
+        validate(cfg, SCHEMA)
+
+
+def test_wrong_type_is_named_with_its_path():
+    cfg = default_config()
+    cfg["cohorts"]["demo"]["demo"]["n_subjects"] = "six"
+    with pytest.raises(ConfigError, match=r"cohorts\.demo\.demo\.n_subjects: 'six' is not of type"):
+        validate(cfg, SCHEMA)
+
+
+def test_config_hash_is_stable_and_sensitive():
+    cfg = default_config()
+    again = copy.deepcopy(cfg)
+    assert config_hash(cfg) == config_hash(again)
+    again["teacher"]["lr"] = 1.0
+    assert config_hash(cfg) != config_hash(again)

@@ -1,0 +1,50 @@
+# Evaluation: every model x input resolution x held-out subject, on one grid, mask and scale.
+
+
+def eval_model_input(wildcards):
+    if wildcards.model in LEARNED_MODELS:
+        return {"model": out("model", cohort=wildcards.cohort, model=wildcards.model)}
+    return {}
+
+
+rule evaluate_model:
+    input:
+        unpack(eval_model_input),
+        test=per_subject("dataset_subject", "test"),
+    output:
+        out("eval_model_metrics"),
+    params:
+        resolutions=" ".join(str(r) for r in config["evaluate"]["resolutions_mm"]),
+        batch_size=config["evaluate"]["batch_size"],
+        model_arg=lambda w, input: f"--model-file {input.model}" if "model" in input.keys() else "",
+        pred_pattern=lambda w: out("eval_prediction", cohort=w.cohort, model=w.model),
+        track=track,
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        log("evaluate_model", "{model}"),
+    conda:
+        ENV
+    shell:
+        "sr7t evaluate --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "--threads {threads} --model {wildcards.model} {params.model_arg} "
+        "--resolutions-mm {params.resolutions} --batch-size {params.batch_size} "
+        "--pred-pattern {params.pred_pattern:q} --out {output:q} {input.test:q} > {log:q} 2>&1"
+
+
+rule metrics:
+    input:
+        expand(out("eval_model_metrics", model="{model}"), model=EVAL_MODELS, allow_missing=True),
+    output:
+        table=out("metrics"),
+        figure=out("eval_figure"),
+    params:
+        track=track,
+    log:
+        log("metrics"),
+    conda:
+        ENV
+    shell:
+        "sr7t metrics --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "--out {output.table:q} --figure {output.figure:q} {input:q} > {log:q} 2>&1"

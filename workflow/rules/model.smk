@@ -1,0 +1,60 @@
+# Models: the guided diffusion teacher and the K progressive-distillation student stages.
+
+
+def parent_model(wildcards):
+    k = int(wildcards.k)
+    parent = "teacher" if k == 1 else f"student_stage{k - 1}"
+    return out("model", cohort=wildcards.cohort, model=parent)
+
+
+rule teacher:
+    input:
+        manifest=out("manifest"),
+        train=per_subject("dataset_subject", "train"),
+        val=per_subject("dataset_subject", "val"),
+    output:
+        model=out("model", model="teacher"),
+        summary=out("model_summary", model="teacher"),
+    params:
+        cfg=as_json(config["teacher"] | {"data": config["data"]}),
+        checkpoints=out("model_checkpoints", model="teacher"),
+        track=track,
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        log("teacher"),
+    conda:
+        ENV
+    shell:
+        "sr7t train-teacher --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "--threads {threads} --cfg {params.cfg:q} --train {input.train:q} --val {input.val:q} "
+        "--checkpoints {params.checkpoints:q} --out {output.model:q} "
+        "--summary {output.summary:q} > {log:q} 2>&1"
+
+
+rule distill_stage:
+    input:
+        parent=parent_model,
+        train=per_subject("dataset_subject", "train"),
+        val=per_subject("dataset_subject", "val"),
+    output:
+        model=out("model", model="student_stage{k}"),
+        summary=out("model_summary", model="student_stage{k}"),
+    params:
+        cfg=as_json(config["distill"] | {"data": config["data"]}),
+        checkpoints=out("model_checkpoints", model="student_stage{k}"),
+        track=track,
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        log("distill_stage", "stage{k}"),
+    conda:
+        ENV
+    shell:
+        "sr7t distill --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "--threads {threads} --stage {wildcards.k} --cfg {params.cfg:q} "
+        "--parent {input.parent:q} --train {input.train:q} --val {input.val:q} "
+        "--checkpoints {params.checkpoints:q} --out {output.model:q} "
+        "--summary {output.summary:q} > {log:q} 2>&1"

@@ -1,0 +1,24 @@
+# The cohort's self-contained HTML report (it assembles what the stages wrote).
+
+
+rule report:
+    input:
+        metrics=out("metrics"),
+        figure=out("eval_figure"),
+        preprocess_qc=out("preprocess_qc"),
+        manifest=out("manifest"),
+        reg_png=per_subject("reg_qc_png"),
+        summaries=expand(
+            out("model_summary", model="{model}"), model=LEARNED_MODELS, allow_missing=True
+        ),
+    output:
+        report(out("report"), caption="../report/report.rst", category="Report"),
+    params:
+        track=track,
+    log:
+        log("report"),
+    conda:
+        ENV
+    shell:
+        "sr7t report --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "--results-root {RESULTS:q} --out {output:q} > {log:q} 2>&1"
