@@ -19,12 +19,16 @@ from sr7t.errors import ScanError
 SANE_SPACING_MM = (0.1, 12.0)
 
 
-def load_volume(path: str | Path, subject: str = "?") -> tuple[np.ndarray, np.ndarray]:
+def load_volume(
+    path: str | Path, subject: str = "?", allow_constant: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3-D NIfTI, reoriented to RAS+.
 
     Returns ``(data, affine)``: float32 array (x, y, z) and the 4x4 affine in mm.
     Raises :class:`ScanError` naming ``subject`` and ``path`` if the file is unreadable,
-    not 3-D, contains NaN/inf, is empty (all one value) or has absurd voxel spacing.
+    not 3-D, contains NaN/inf, is empty (all one value, unless ``allow_constant``: a
+    guidance map of a scanner without gradient nonlinearity is legitimately constant) or
+    has absurd voxel spacing.
     """
     path = Path(path)
     try:
@@ -41,7 +45,7 @@ def load_volume(path: str | Path, subject: str = "?") -> tuple[np.ndarray, np.nd
         raise ScanError(subject, path, f"has a degenerate shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise ScanError(subject, path, f"contains {int(np.sum(~np.isfinite(data)))} NaN/inf voxels")
-    if float(data.max()) == float(data.min()):
+    if not allow_constant and float(data.max()) == float(data.min()):
         raise ScanError(subject, path, "is empty (every voxel has the same value)")
     spacing = voxel_spacing_mm(img.affine)
     lo, hi = SANE_SPACING_MM

@@ -16,7 +16,7 @@ rule teacher:
         model=out("model", model="teacher"),
         summary=out("model_summary", model="teacher"),
     params:
-        cfg=as_json(config["teacher"] | {"data": config["data"]}),
+        cfg=as_json({"teacher": config["teacher"], "data": config["data"]}),
         checkpoints=out("model_checkpoints", model="teacher"),
         track=track,
     threads: 2
@@ -42,7 +42,7 @@ rule distill_stage:
         model=out("model", model="student_stage{k}"),
         summary=out("model_summary", model="student_stage{k}"),
     params:
-        cfg=as_json(config["distill"] | {"data": config["data"]}),
+        cfg=as_json({"distill": config["distill"], "data": config["data"]}),
         checkpoints=out("model_checkpoints", model="student_stage{k}"),
         track=track,
     threads: 2

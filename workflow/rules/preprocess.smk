@@ -79,7 +79,7 @@ rule register:
     params:
         cfg=as_json(config["preprocess"]["register"]),
         track=track,
-    threads: 2
+    threads: 1  # one ITK thread: bit-for-bit repeatable registrations
     log:
         log("register", "{subject}"),
     conda:

@@ -34,6 +34,31 @@ def robust_scale(volume: np.ndarray, mask: np.ndarray) -> float:
     return scale
 
 
+def condition_channels(
+    t1_1p5t: np.ndarray,
+    bias: np.ndarray,
+    jacobian: np.ndarray,
+    dispmag_mm: np.ndarray,
+    gnl_present: bool,
+    mask: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    """Stack the model's condition channels (:data:`CHANNELS`), all (X, Y, Z) on one grid.
+
+    Returns ``(condition (C, X, Y, Z) float32, scale)`` where ``scale`` is the 1.5T
+    intensity that maps to 1.0. The workflow's dataset stage and ``sr7t predict`` both
+    build their inputs here, so inference can never disagree with training.
+    """
+    scale = robust_scale(t1_1p5t, mask)
+    condition = np.stack([
+        t1_1p5t / scale,
+        np.log(np.maximum(bias, _BIAS_FLOOR)),
+        jacobian - 1.0,
+        dispmag_mm,
+        np.full(t1_1p5t.shape, 1.0 if gnl_present else 0.0, np.float32),
+    ]).astype(np.float32)
+    return condition, scale
+
+
 def build_subject_arrays(
     reg_1p5t: str | Path,
     reg_bias: str | Path,
@@ -51,22 +76,13 @@ def build_subject_arrays(
     t1, affine = load_volume(reg_1p5t, subject)
     mask = (load_volume(mask_7t, subject)[0] > 0.5).astype(np.uint8)
     bias = load_volume(reg_bias, subject)[0]
-    jac = load_volume(reg_jacobian, subject)[0]
-    disp = load_volume(reg_dispmag, subject)[0]
+    jac = load_volume(reg_jacobian, subject, allow_constant=True)[0]
+    disp = load_volume(reg_dispmag, subject, allow_constant=True)[0]
     gnl_present = bool(read_json(gnl_qc).get("gnl_present_1p5T", False))
     _, native_affine = load_volume(scan_1p5t_native, subject)
     native_slice_mm = float(voxel_spacing_mm(native_affine)[2])
 
-    scale_1p5 = robust_scale(t1, mask)
-    condition = np.stack(
-        [
-            t1 / scale_1p5,
-            np.log(np.maximum(bias, _BIAS_FLOOR)),
-            jac - 1.0,
-            disp,
-            np.full(t1.shape, 1.0 if gnl_present else 0.0, np.float32),
-        ]
-    ).astype(np.float32)
+    condition, scale_1p5 = condition_channels(t1, bias, jac, disp, gnl_present, mask)
     arrays = dict(
         condition=condition,
         channels=np.array(CHANNELS),

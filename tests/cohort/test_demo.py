@@ -1,0 +1,222 @@
+"""Synthetic demo cohort: determinism, geometry, truth pose, bias, GNL consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from sr7t import paths
+from sr7t.cohort.demo import make_demo_cohort
+from sr7t.io import load_volume, read_json, voxel_spacing_mm
+from sr7t.preprocess import gnl
+
+SUBJECTS = ["sub-01", "sub-02", "sub-03"]
+VOX_7T, VOX_1P5T = 4.0, (4.8, 4.8, 6.0)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    tsv = make_demo_cohort(
+        root, "tiny", SUBJECTS, seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+    )
+    return root, tsv
+
+
+def scan(root, subject, field):
+    return load_volume(paths.path("demo_scan", root, cohort="tiny", subject=subject, field=field))
+
+
+def truth_dir(root, subject):
+    return paths.path("demo_truth_dir", root, cohort="tiny", subject=subject)
+
+
+def test_samples_sheet(cohort):
+    root, tsv = cohort
+    assert tsv == paths.path("demo_samples", root, cohort="tiny")
+    table = pd.read_csv(tsv, sep="\t", dtype=str)
+    assert list(table.columns) == ["subject", "scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T"]
+    assert list(table.subject) == SUBJECTS
+    for col in table.columns[1:]:
+        for rel in table[col]:
+            assert not rel.startswith("/") and (tsv.parent / rel).is_file()
+    c7 = gnl.read_coefficients(tsv.parent / table.coef_7T[0])
+    c15 = gnl.read_coefficients(tsv.parent / table.coef_1p5T[0])
+    pts = np.random.default_rng(0).uniform(-80, 80, (3, 500))
+    d7 = np.linalg.norm(gnl.displacement_at_mm(c7, pts)[0], axis=0)
+    d15 = np.linalg.norm(gnl.displacement_at_mm(c15, pts)[0], axis=0)
+    assert d15.max() < 0.7 * d7.max()  # the 1.5T coil is milder
+
+
+def test_deterministic_and_independent_of_cohort_composition(cohort, tmp_path):
+    root, _ = cohort
+    make_demo_cohort(
+        tmp_path, "tiny", ["sub-02"], seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+    )
+    for field in ("1p5T", "7T"):
+        a, aff_a = scan(root, "sub-02", field)
+        b, aff_b = scan(tmp_path, "sub-02", field)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(aff_a, aff_b)
+    assert read_json(truth_dir(root, "sub-02") / "truth.json") == read_json(
+        truth_dir(tmp_path, "sub-02") / "truth.json"
+    )
+
+
+def test_subjects_differ_and_seed_matters(cohort, tmp_path):
+    root, _ = cohort
+    truths = [read_json(truth_dir(root, s) / "truth.json") for s in SUBJECTS]
+    poses = [np.array(t["pose_7T_to_1p5T"]) for t in truths]
+    assert not np.allclose(poses[0], poses[1]) and not np.allclose(poses[1], poses[2])
+    assert truths[0]["contrast_7T"] != truths[1]["contrast_7T"]
+    a, _ = load_volume(truth_dir(root, "sub-01") / "truth_7T.nii.gz")
+    b, _ = load_volume(truth_dir(root, "sub-02") / "truth_7T.nii.gz")
+    if a.shape == b.shape:
+        assert np.abs(a - b).mean() > 0.02
+    make_demo_cohort(
+        tmp_path, "tiny", ["sub-01"], seed=8, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+    )
+    assert (
+        read_json(truth_dir(tmp_path, "sub-01") / "truth.json")["rotation_deg_xyz"]
+        != truths[0]["rotation_deg_xyz"]
+    )
+
+
+def test_grids_match_config(cohort):
+    root, _ = cohort
+    for s in SUBJECTS:
+        img7, aff7 = scan(root, s, "7T")
+        img15, aff15 = scan(root, s, "1p5T")
+        np.testing.assert_allclose(voxel_spacing_mm(aff7), [VOX_7T] * 3)
+        np.testing.assert_allclose(voxel_spacing_mm(aff15), VOX_1P5T)  # thick slices along z
+        for aff in (aff7, aff15):  # scanner axes: the head moved, not the grid
+            np.testing.assert_allclose(aff[:3, :3], np.diag(np.diag(aff[:3, :3])))
+        # both FOVs cover a head-sized box (the brain is ~145 x 180 x 155 mm)
+        assert np.all(np.array(img7.shape) * VOX_7T > [150, 180, 160])
+        assert np.all(np.array(img15.shape) * np.array(VOX_1P5T) > [150, 180, 160])
+        for name in ("truth_7T", "brainmask_7T", "wm_7T", "bias_7T"):
+            vol, aff = load_volume(truth_dir(root, s) / f"{name}.nii.gz")
+            assert vol.shape == img7.shape
+            np.testing.assert_array_equal(aff, aff7)
+        bias15, aff_b = load_volume(truth_dir(root, s) / "bias_1p5T.nii.gz")
+        assert bias15.shape == img15.shape
+        np.testing.assert_array_equal(aff_b, aff15)
+
+
+def test_thick_slices_average_the_slice_profile(tmp_path):
+    """The 1.5T integrates across its 6 mm slice: the truth (moved by the true pose) averaged
+    over a 6 mm box along the 1.5T z axis explains it better than the truth point-sampled at
+    slice centres or averaged over twice the thickness."""
+    # a fine (2 mm) truth, so the 6 mm slice profile is resolved; no 1.5T noise, bias, GNL
+    root = tmp_path
+    make_demo_cohort(
+        root,
+        "tiny",
+        ["sub-01"],
+        7,
+        2.0,
+        VOX_1P5T,
+        noise_1p5t=0.0,
+        bias_1p5t=0.0,
+        gnl_max_mm_1p5t=0.0,
+    )
+    corr = {0.0: [], 1.0: [], 2.0: []}
+    for s in ["sub-01"]:
+        t = read_json(truth_dir(root, s) / "truth.json")
+        assert t["voxel_mm_1p5T"] == list(VOX_1P5T)
+        pose_inv = np.array(t["pose_1p5T_to_7T"])
+        truth7, aff7 = load_volume(truth_dir(root, s) / "truth_7T.nii.gz")
+        img15, aff15 = scan(root, s, "1p5T")
+        region = img15 > 0.2 * np.percentile(img15, 99)
+        q = gnl.voxel_centres_mm(img15.shape, aff15)
+        for width in corr:
+            offsets = (np.arange(8) + 0.5) / 8 - 0.5 if width else np.zeros(1)
+            acc = np.zeros(img15.shape)
+            for dz in offsets * width * VOX_1P5T[2]:
+                qz = q + np.array([0, 0, dz])[:, None, None, None]
+                h = np.einsum("ij,j...->i...", pose_inv[:3, :3], qz)
+                acc += sample_world(truth7, aff7, h + pose_inv[:3, 3, None, None, None])
+            corr[width].append(np.corrcoef(acc[region], img15[region])[0, 1])
+    mean = {w: float(np.mean(c)) for w, c in corr.items()}
+    assert mean[1.0] > mean[0.0] + 0.005 and mean[1.0] > mean[2.0], mean
+
+
+def sample_world(vol, aff, pts):
+    inv = np.linalg.inv(aff)
+    vox = inv[:3, :3] @ pts.reshape(3, -1) + inv[:3, 3:4]
+    return ndimage.map_coordinates(vol, vox, order=1).reshape(pts.shape[1:])
+
+
+def test_truth_pose_maps_7t_onto_1p5t(cohort):
+    root, _ = cohort
+    for s in SUBJECTS:
+        t = read_json(truth_dir(root, s) / "truth.json")
+        pose_inv = np.array(t["pose_1p5T_to_7T"])
+        np.testing.assert_allclose(pose_inv @ np.array(t["pose_7T_to_1p5T"]), np.eye(4), atol=1e-9)
+        truth7, aff7 = load_volume(truth_dir(root, s) / "truth_7T.nii.gz")
+        img15, aff15 = scan(root, s, "1p5T")
+        q = gnl.voxel_centres_mm(img15.shape, aff15)
+        region = img15 > 0.2 * np.percentile(img15, 99)
+        h = np.einsum("ij,j...->i...", pose_inv[:3, :3], q) + pose_inv[:3, 3, None, None, None]
+        with_pose = sample_world(truth7, aff7, h)
+        identity = sample_world(truth7, aff7, q)
+        corr_pose = np.corrcoef(with_pose[region], img15[region])[0, 1]
+        corr_id = np.corrcoef(identity[region], img15[region])[0, 1]
+        assert corr_pose > 0.8 and corr_pose > corr_id + 0.05, (s, corr_pose, corr_id)
+
+
+def test_bias_fields_in_expected_ranges(cohort):
+    root, _ = cohort
+    for s in SUBJECTS:
+        brain = load_volume(truth_dir(root, s) / "brainmask_7T.nii.gz")[0] > 0.5
+        b7 = load_volume(truth_dir(root, s) / "bias_7T.nii.gz")[0][brain]
+        assert 0.6 <= b7.min() and b7.max() <= 1.5 and b7.max() / b7.min() > 1.5  # strong, B1-like
+        b15, aff15 = load_volume(truth_dir(root, s) / "bias_1p5T.nii.gz")
+        brain7, aff7 = load_volume(truth_dir(root, s) / "brainmask_7T.nii.gz")
+        pose_inv = np.array(read_json(truth_dir(root, s) / "truth.json")["pose_1p5T_to_7T"])
+        q = gnl.voxel_centres_mm(b15.shape, aff15)
+        h = np.einsum("ij,j...->i...", pose_inv[:3, :3], q) + pose_inv[:3, 3, None, None, None]
+        b15 = b15[sample_world(brain7, aff7, h) > 0.5]
+        assert 0.85 <= b15.min() and b15.max() <= 1.15 and b15.max() / b15.min() > 1.05  # milder
+        wm = load_volume(truth_dir(root, s) / "wm_7T.nii.gz")[0] > 0.5
+        assert wm.sum() > 0.2 * brain.sum() and not np.any(wm & ~brain)
+
+
+def test_7t_scan_is_biased_distorted_noisy_truth(cohort):
+    """scan = Rician(bias * GNL(truth)): dividing out the true bias and unwarping with the
+    scanner's own coefficients brings the scan closer to the truth than either alone."""
+    root, tsv = cohort
+    table = pd.read_csv(tsv, sep="\t", dtype=str)
+    c7 = gnl.read_coefficients(tsv.parent / table.coef_7T[0])
+    for s in SUBJECTS:
+        img7, aff7 = scan(root, s, "7T")
+        truth, _ = load_volume(truth_dir(root, s) / "truth_7T.nii.gz")
+        bias, _ = load_volume(truth_dir(root, s) / "bias_7T.nii.gz")
+        brain = load_volume(truth_dir(root, s) / "brainmask_7T.nii.gz")[0] > 0.5
+        unbiased = img7 / bias
+        corrected, _ = gnl.unwarp(unbiased, aff7, c7)
+
+        def err(x, brain=brain, truth=truth):
+            return float(np.abs(x - truth)[brain].mean())
+
+        assert err(corrected) < 0.85 * err(unbiased) < 0.85 * err(img7)
+        assert err(corrected) < 0.06  # ~ noise + interpolation at 4 mm
+        wm_level = np.median(truth[load_volume(truth_dir(root, s) / "wm_7T.nii.gz")[0] > 0.5])
+        assert 0.8 < wm_level < 1.2
+
+
+def test_noise_is_lower_at_7t(cohort):
+    root, _ = cohort
+    img7, _ = scan(root, "sub-01", "7T")
+    img15, _ = scan(root, "sub-01", "1p5T")
+    # Rician background (no signal): mean = sigma * sqrt(pi / 2)
+    bg7 = img7[:2].mean() / np.sqrt(np.pi / 2)
+    bg15 = img15[:2].mean() / np.sqrt(np.pi / 2)
+    assert 0.005 < bg7 < 0.02 and 0.03 < bg15 < 0.06
+
+
+def test_unknown_strength_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="bias_7"):
+        make_demo_cohort(tmp_path, "x", ["s"], 0, 4.0, (4.8, 4.8, 6.0), bias_7=0.3)

@@ -1,0 +1,125 @@
+"""The workflow, run for real: snakemake on config/tiny.yaml in a scratch folder."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sr7t import paths
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+COHORT = "tiny"
+
+
+def snakemake(workdir: Path, *args: str, env=None, check=True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole tiny workflow, once for this module (a few minutes on 2 cores)."""
+    work = tmp_path_factory.mktemp("tiny")
+    shutil.copytree(REPO / "config", work / "config")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = snakemake(work, "--cores", "2", "--configfile", "config/tiny.yaml", env=env)
+    return work, proc
+
+
+def test_dry_run_of_the_default_config(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert "teacher" in proc.stdout and "distill_stage" in proc.stdout
+    assert re.search(r"report\s+1", proc.stdout)
+
+
+def test_lint_is_clean(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    proc = snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_stable_output_exists_with_its_columns(tiny_run):
+    work, _ = tiny_run
+    root = work / "results"
+    metrics = pd.read_csv(paths.path("metrics", root, cohort=COHORT), sep="\t")
+    for col in ("model", "resolution_mm", "subject", "psnr", "ssim", "nmse", "seconds"):
+        assert col in metrics.columns
+    models = {"trilinear", "bspline", "teacher", "student_stage1"}
+    assert set(metrics["model"]) == models
+    # one row per model x resolution x held-out subject (tiny: 2 resolutions, 1 test subject)
+    assert len(metrics) == len(models) * 2 * 1
+    assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
+    students = metrics[metrics.model == "student_stage1"]
+    teacher = metrics[metrics.model == "teacher"]
+    assert (students["sampling_steps"].to_numpy() * 2 == teacher["sampling_steps"].to_numpy()).all()
+
+    qc = pd.read_csv(paths.path("preprocess_qc", root, cohort=COHORT), sep="\t")
+    assert sorted(qc["subject"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert (qc["similarity_after"] > qc["similarity_before"]).all()
+
+    manifest = pd.read_csv(paths.path("manifest", root, cohort=COHORT), sep="\t")
+    assert len(manifest) == 8 and set(manifest["split"]) == {"train", "val", "test"}
+
+
+def test_predictions_are_on_the_7t_grid(tiny_run):
+    from sr7t.io import load_volume
+
+    work, _ = tiny_run
+    root = work / "results"
+    target, aff7 = load_volume(paths.path("n4_corrected", root, cohort=COHORT, subject="sub-04",
+                                          field="7T"))
+    pred, aff = load_volume(paths.path("eval_prediction", root, cohort=COHORT, model="teacher",
+                                       subject="sub-04", resolution_mm="6"))
+    assert pred.shape == target.shape
+    assert abs(aff - aff7).max() < 1e-4
+
+
+def test_report_is_self_contained_with_figures_and_table(tiny_run):
+    work, _ = tiny_run
+    html = paths.path("report", work / "results", cohort=COHORT).read_text()
+    assert "student_stage1" in html and "How to read this report" in html
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) >= 3
+    assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
+    assert not re.search(r'src="(?!data:)', html)  # nothing loaded from elsewhere
+
+
+def test_mlflow_has_one_parent_and_a_child_per_job(tiny_run):
+    import mlflow
+
+    work, proc = tiny_run
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'results' / 'mlflow' / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name(f"sr7t/{COHORT}")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    # every job but `all` logged a finished child run
+    jobs = int(re.search(r"(\d+) of \1 steps \(100%\) done", proc.stderr).group(1))
+    assert len(children) == jobs - 1
+    assert all(c.info.status == "FINISHED" for c in children)
+    rules = {c.data.tags["rule"] for c in children}
+    assert {"demo_cohort", "ingest", "n4", "register", "gradunwarp", "teacher",
+            "distill_stage", "evaluate_model", "report"} <= rules
+
+
+def test_logs_are_written_per_job(tiny_run):
+    work, _ = tiny_run
+    logs = list((work / "logs" / COHORT).rglob("*.log"))
+    assert any("teacher" in str(p) for p in logs) and len(logs) > 10
