@@ -15,7 +15,7 @@ def default_config():
 
 def test_default_and_tiny_configs_validate_and_get_defaults():
     cfg = validate(default_config(), SCHEMA)
-    assert cfg["teacher"]["sampling_steps"] == 16
+    assert cfg["teacher"]["sampling_steps"] == 8
     tiny = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
     filled = validate(tiny, SCHEMA)
     # defaults fill keys the tiny config leaves out, nested ones too
@@ -44,3 +44,11 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(cfg) == config_hash(again)
     again["teacher"]["lr"] = 1.0
     assert config_hash(cfg) != config_hash(again)
+
+
+def test_gpu_config_validates_on_top_of_the_default():
+    cfg = default_config()
+    gpu = yaml.safe_load((REPO / "config/gpu.yaml").read_text())
+    for key, value in gpu.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    assert validate(cfg, SCHEMA)["distill"]["stages"] == 4

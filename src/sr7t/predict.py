@@ -22,12 +22,19 @@ log = logging.getLogger(__name__)
 
 def output_grid(shape, affine: np.ndarray, voxel_mm: float) -> tuple[tuple[int, ...], np.ndarray]:
     """An axis-aligned RAS grid of ``voxel_mm`` voxels covering the scan's field of view."""
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                        for k in (0, shape[2] - 1)])
+    corners = np.array(
+        [
+            [i, j, k, 1.0]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ]
+    )
     world = (affine @ corners.T)[:3]
     lo, hi = world.min(axis=1), world.max(axis=1)
-    out_shape = tuple(int(np.floor((h - low) / voxel_mm)) + 1 for low, h in zip(lo, hi,
-                                                                                strict=True))
+    out_shape = tuple(
+        int(np.floor((h - low) / voxel_mm)) + 1 for low, h in zip(lo, hi, strict=True)
+    )
     out_affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     out_affine[:3, 3] = lo
     return out_shape, out_affine
@@ -84,11 +91,16 @@ def predict_scan(
     condition, _ = condition_channels(
         t1, onto_grid(bias, 1), onto_grid(jac, 1), onto_grid(disp, 1), bool(coef), mask
     )
-    pred = predict_volume(model, meta, condition, steps=steps, batch_size=batch_size,
-                          device=device)
+    pred = predict_volume(model, meta, condition, steps=steps, batch_size=batch_size, device=device)
     save_volume(out_path, np.where(mask, pred, 0.0), grid)
-    info = {"seconds": time.perf_counter() - t0, "input_slice_mm": slice_mm,
-            "voxel_mm": voxel_mm, "shape": list(shape), "warning": warning or ""}
-    log.info("wrote %s (%s voxels of %.2f mm) in %.1f s", out_path, shape, voxel_mm,
-             info["seconds"])
+    info = {
+        "seconds": time.perf_counter() - t0,
+        "input_slice_mm": slice_mm,
+        "voxel_mm": voxel_mm,
+        "shape": list(shape),
+        "warning": warning or "",
+    }
+    log.info(
+        "wrote %s (%s voxels of %.2f mm) in %.1f s", out_path, shape, voxel_mm, info["seconds"]
+    )
     return info

@@ -25,7 +25,9 @@ def snakemake(workdir: Path, *args: str, env=None, check=True) -> subprocess.Com
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
@@ -81,10 +83,19 @@ def test_predictions_are_on_the_7t_grid(tiny_run):
 
     work, _ = tiny_run
     root = work / "results"
-    target, aff7 = load_volume(paths.path("n4_corrected", root, cohort=COHORT, subject="sub-04",
-                                          field="7T"))
-    pred, aff = load_volume(paths.path("eval_prediction", root, cohort=COHORT, model="teacher",
-                                       subject="sub-04", resolution_mm="6"))
+    target, aff7 = load_volume(
+        paths.path("n4_corrected", root, cohort=COHORT, subject="sub-04", field="7T")
+    )
+    pred, aff = load_volume(
+        paths.path(
+            "eval_prediction",
+            root,
+            cohort=COHORT,
+            model="teacher",
+            subject="sub-04",
+            resolution_mm="6",
+        )
+    )
     assert pred.shape == target.shape
     assert abs(aff - aff7).max() < 1e-4
 
@@ -115,8 +126,17 @@ def test_mlflow_has_one_parent_and_a_child_per_job(tiny_run):
     assert len(children) == jobs - 1
     assert all(c.info.status == "FINISHED" for c in children)
     rules = {c.data.tags["rule"] for c in children}
-    assert {"demo_cohort", "ingest", "n4", "register", "gradunwarp", "teacher",
-            "distill_stage", "evaluate_model", "report"} <= rules
+    assert {
+        "demo_cohort",
+        "ingest",
+        "n4",
+        "register",
+        "gradunwarp",
+        "teacher",
+        "distill_stage",
+        "evaluate_model",
+        "report",
+    } <= rules
 
 
 def test_logs_are_written_per_job(tiny_run):

@@ -49,13 +49,15 @@ def condition_channels(
     build their inputs here, so inference can never disagree with training.
     """
     scale = robust_scale(t1_1p5t, mask)
-    condition = np.stack([
-        t1_1p5t / scale,
-        np.log(np.maximum(bias, _BIAS_FLOOR)),
-        jacobian - 1.0,
-        dispmag_mm,
-        np.full(t1_1p5t.shape, 1.0 if gnl_present else 0.0, np.float32),
-    ]).astype(np.float32)
+    condition = np.stack(
+        [
+            t1_1p5t / scale,
+            np.log(np.maximum(bias, _BIAS_FLOOR)),
+            jacobian - 1.0,
+            dispmag_mm,
+            np.full(t1_1p5t.shape, 1.0 if gnl_present else 0.0, np.float32),
+        ]
+    ).astype(np.float32)
     return condition, scale
 
 

@@ -24,7 +24,8 @@ from sr7t.io import load_volume, read_json
 
 
 def _flat(prefix: str, d: dict) -> dict:
-    return {f"{prefix}{k}": v for k, v in d.items() if isinstance(v, (int, float, bool, str))}
+    """Numbers and flags only: paths and notes stay in each stage's own QC json."""
+    return {f"{prefix}{k}": v for k, v in d.items() if isinstance(v, (int, float, bool))}
 
 
 def subject_row(root: Path, cohort: str, subject: str, demo_raw: Path | None) -> dict:

@@ -1,0 +1,1 @@
+"""Progressive distillation of the teacher into few-step students."""

@@ -1,0 +1,223 @@
+"""One progressive-distillation stage (Salimans & Ho 2022) with feature guidance.
+
+The student learns to reproduce, in ONE deterministic DDIM step from ``t`` to ``t - 1/N``,
+what its parent does in TWO steps (``t -> t - 1/(2N) -> t - 1/N``), where ``N`` is the
+student's number of sampling steps (half the parent's). With ``x''`` the parent's result, the
+student's target is the ``x0~`` for which a DDIM step lands on ``x''``::
+
+    x0~ = (x'' - (sigma_t'' / sigma_t) x_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t)
+
+expressed as a v target ``v~ = (alpha_t x_t - x0~) / sigma_t`` (v-MSE = "SNR+1" weighting of
+the x0 error). Feature guidance adds ``feature_weight`` times the mean over layers of the
+normalised MSE between the parent's middle/decoder feature maps (hooked during its first
+pass at ``(x_t, t)``) and the student's, mapped to the parent's widths by 1x1 convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sr7t.data.slices import slice_axes
+from sr7t.models.bundle import load_bundle
+from sr7t.models.diffusion import (
+    Denoiser,
+    alpha_sigma,
+    capture_features,
+    ddim_step,
+    q_sample,
+)
+from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
+
+DISTILL_DEFAULTS: dict = {
+    **LOOP_DEFAULTS,
+    "stages": 2,
+    "steps_per_stage": 500,
+    "channels": [16, 32, 32],  # one list for every stage, or a list of lists (one per stage)
+    "feature_weight": 0.1,  # one number, or a list (one per stage)
+}
+
+
+def per_stage(value, stage: int, nested: bool):
+    """Pick stage ``stage`` (1-based) from a per-stage list, or return the shared value."""
+    is_list = isinstance(value, list | tuple)
+    if is_list and (not nested or (value and isinstance(value[0], list | tuple))):
+        if stage > len(value):
+            raise ValueError(f"stage {stage} has no entry in {value}")
+        return value[stage - 1]
+    return value
+
+
+class StudentWithAdapters(nn.Module):
+    """Student denoiser plus 1x1 convolutions mapping its features to the parent's widths.
+
+    ``forward(x_t, cond, t) -> (v, adapted features)``; a single module so DDP synchronises
+    the adapters' gradients too.
+    """
+
+    def __init__(self, student: Denoiser, parent_channels: list[int]):
+        super().__init__()
+        self.student = student
+        ours = student.feature_channels()
+        if len(ours) != len(parent_channels):
+            raise ValueError(
+                f"student levels {student.arch['channels']} must match the parent's count of "
+                "levels for feature matching"
+            )
+        self.adapters = nn.ModuleList(
+            nn.Identity() if a == b else nn.Conv2d(a, b, kernel_size=1)
+            for a, b in zip(ours, parent_channels, strict=True)
+        )
+
+    def forward(self, x_t, cond, t):
+        with capture_features(self.student) as feats:
+            v = self.student(x_t, cond, t)
+        return v, [ad(f) for ad, f in zip(self.adapters, feats, strict=True)]
+
+
+def _norm_groups(channels: list[int], preferred: int) -> int:
+    g = math.gcd(*channels)
+    return preferred if g % preferred == 0 else math.gcd(g, preferred)
+
+
+@torch.no_grad()
+def two_step_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int):
+    """The student's target for one step ``t -> t - 1/n`` = two parent DDIM steps.
+
+    ``x_t`` (B,1,H,W), ``t`` (B,) on the student's grid (multiples of ``1/n``). Returns
+    ``(v_target, x0_target, parent_features)``: the features are the parent's
+    :func:`capture_features` outputs (float32) from its first pass at ``(x_t, t)``.
+    """
+    t_mid, t_end = t - 0.5 / n, t - 1.0 / n
+    with capture_features(parent) as feats:
+        x_mid = ddim_step(parent, x_t, cond, t, t_mid)
+    x_end = ddim_step(parent, x_mid, cond, t_mid, t_end)
+    a_t, s_t = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
+    a_e, s_e = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t_end))
+    ratio = s_e / s_t
+    x0_target = (x_end - ratio * x_t) / (a_e - ratio * a_t)
+    v_goal = (a_t * x_t - x0_target) / s_t
+    return v_goal, x0_target, [f.float() for f in feats]
+
+
+class DistillTrainer(DiffusionTrainer):
+    section = "distill"
+    defaults = DISTILL_DEFAULTS
+
+    def __init__(self, parent, stage: int, *args, **kwargs):
+        if isinstance(parent, str | Path):
+            parent = load_bundle(parent, device="cpu")
+        self.parent, self.parent_meta = parent
+        self.stage = int(stage)
+        self.kind = f"student_stage{self.stage}"
+        super().__init__(*args, **kwargs)
+
+    def setup(self) -> None:
+        pm = self.parent_meta
+        if pm["sampling_steps"] < 2 or pm["sampling_steps"] % 2:
+            raise ValueError(f"parent samples in {pm['sampling_steps']} steps: cannot halve")
+        # The plan (channels, planes, context, scale) is the parent's; only patch size and the
+        # slice-spacing range come from this config.
+        self.data_cfg["slice_axis"] = list(pm["slice_axis"])
+        self.data_cfg["context_slices"] = int(pm["context_slices"])
+        self.axes = slice_axes(self.data_cfg)
+        self.context_slices = int(pm["context_slices"])
+        self.use_guidance = bool(pm["use_guidance"])
+        self.channels = list(pm["channels"])
+        for s in self.train_subjects + self.val_subjects:
+            if s.channels != self.channels:
+                raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
+        self.residual_scale = float(pm["residual_scale"])
+        self.sampling_steps = int(pm["sampling_steps"]) // 2
+        self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
+        self.parent = self.parent.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.cfg["steps_per_stage"])
+
+    def build_trainable(self, n_condition: int) -> nn.Module:
+        parent_arch = self.parent.arch
+        if n_condition != parent_arch["n_condition"]:
+            raise ValueError(f"condition has {n_condition} channels, parent expects {parent_arch}")
+        channels = [int(c) for c in per_stage(self.cfg["channels"], self.stage, True)]
+        arch = {
+            **parent_arch,
+            "channels": channels,
+            "norm_num_groups": _norm_groups(channels, parent_arch["norm_num_groups"]),
+        }
+        student = Denoiser(n_condition, arch)
+        if student.arch == parent_arch:
+            student.load_state_dict(self.parent.state_dict())
+        return StudentWithAdapters(student, self.parent.feature_channels())
+
+    def denoiser(self, trainable: nn.Module) -> Denoiser:
+        return trainable.student
+
+    def loss(self, module: nn.Module, batch: dict, gen: torch.Generator):
+        x0, cond = self.x0_cond(batch)
+        b = x0.shape[0]
+        n = self.sampling_steps
+        i = torch.randint(1, n + 1, (b,), generator=gen).to(self.device)
+        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        t = i.float() / n
+        x_t = q_sample(x0, t, noise)
+        with self.autocast():
+            v_goal, _, parent_feats = two_step_target(self.parent, x_t, cond, t, n)
+        with self.autocast():
+            v, feats = module(x_t, cond, t)
+        loss_v = torch.mean((v.float() - v_goal) ** 2)
+        loss_f = sum(
+            torch.mean((f.float() - p) ** 2) / (torch.mean(p**2) + 1e-6)
+            for f, p in zip(feats, parent_feats, strict=True)
+        ) / len(feats)
+        loss = loss_v + self.feature_weight * loss_f
+        return loss, {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
+
+    def meta(self) -> dict:
+        meta = super().meta()
+        pm = self.parent_meta
+        meta.update(
+            stage=self.stage,
+            parent=pm["kind"],
+            parent_param_count=pm.get("param_count"),
+            feature_weight=self.feature_weight,
+            native_slice_mm_seen=[
+                min(meta["native_slice_mm_seen"][0], pm["native_slice_mm_seen"][0]),
+                max(meta["native_slice_mm_seen"][1], pm["native_slice_mm_seen"][1]),
+            ],
+        )
+        return meta
+
+
+def distill_stage(
+    parent_model,
+    train_files: list[str | Path],
+    val_files: list[str | Path],
+    cfg: dict,
+    stage: int,
+    out_model: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_cb=None,
+    device=None,
+) -> dict:
+    """Distil ``parent_model`` into a student sampling in half its steps; write its bundle.
+
+    ``parent_model``: a bundle path, or a ``(Denoiser, meta)`` pair as returned by
+    :func:`~sr7t.models.bundle.load_bundle`. ``stage``: 1-based index (stage 1's parent is the
+    teacher). ``cfg``: the whole config; ``data.patch_size`` / ``data.train_slice_mm`` and the
+    ``distill`` section are read (defaults :data:`DISTILL_DEFAULTS`); the student's width is
+    ``distill.channels`` (this stage's entry); it starts from the parent's weights when the
+    architecture is the same, else from scratch. Checkpointing, resume, EMA, metrics and DDP
+    are those of :func:`~sr7t.train.teacher.train_teacher`.
+
+    Returns the summary dict of the teacher plus ``loss_v``/``loss_feature`` in
+    ``final_losses``.
+    """
+    trainer = DistillTrainer(
+        parent_model, stage, train_files, val_files, cfg, checkpoint_dir, metrics_cb, device
+    )
+    return trainer.run(out_model)

@@ -1,0 +1,1 @@
+"""Teacher training and the training loop shared with distillation."""

@@ -1,0 +1,441 @@
+"""Training machinery shared by the teacher and every distillation stage.
+
+:class:`DiffusionTrainer` owns the loop: device and DDP set-up, deterministic batches, AdamW,
+warm-up + cosine learning rate, EMA weights, gradient clipping, bf16 autocast on CUDA,
+checkpoints that resume bit-exactly, tqdm progress, metrics callbacks and validation. A
+variant (the distillation stage) is a subclass overriding :meth:`build_trainable`,
+:meth:`loss` and :meth:`meta`.
+
+Exact resume works because nothing in a step depends on hidden state: the examples of step
+``s`` on rank ``r`` are dataset indices ``(s * world + r) * B + j`` (each example is a pure
+function of its index), and the noise and times of step ``s`` come from a generator seeded
+with ``(seed, s, r)``. Model, optimiser, EMA, scheduler, step and the global RNG states are
+checkpointed as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sr7t.data.slices import (
+    DATA_DEFAULTS,
+    SliceDataset,
+    Subject,
+    estimate_residual_scale,
+    load_subject,
+    slice_axes,
+)
+from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
+from sr7t.models.diffusion import Denoiser, param_count
+
+CHECKPOINT_GLOB = "step_*.pt"
+KEEP_CHECKPOINTS = 2
+
+# Keys shared by the teacher and distill sections (their defaults live with each trainer).
+LOOP_DEFAULTS: dict = {
+    "batch_size": 8,
+    "lr": 2e-4,
+    "weight_decay": 0.0,
+    "ema_decay": 0.995,
+    "grad_clip": 1.0,
+    "warmup_steps": None,  # None: 5% of the steps, at most 200
+    "checkpoint_every": 250,
+    "log_every": 25,
+    "val_every": 500,
+    "val_examples": 64,
+    "amp": "bf16",
+    "seed": 0,
+}
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator for the noise and times of one step on one rank."""
+    return torch.Generator(device="cpu").manual_seed(
+        (int(seed) * 1_000_003 + int(step)) * 131 + int(rank)
+    )
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batches of dataset indices for steps ``start .. stop-1`` of this rank."""
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int, world: int):
+        self.start, self.stop, self.b, self.rank, self.world = start, stop, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self):
+        for s in range(self.start, self.stop):
+            first = (s * self.world + self.rank) * self.b
+            yield list(range(first, first + self.b))
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers, with a warm-up
+    (``decay_eff = min(decay, (1 + n) / (10 + n))``) so short runs are not dominated by the
+    random initialisation."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay = float(decay)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_p = list(self.module.parameters())
+        src_p = [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
+        for b_ema, b in zip(self.module.buffers(), module.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate(_tuplify(state["python"]))
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``checkpoint_dir``, or None."""
+    files = sorted(Path(checkpoint_dir).glob(CHECKPOINT_GLOB))
+    return files[-1] if files else None
+
+
+def resolve_device(device=None) -> tuple[torch.device, int, int, bool]:
+    """``(device, rank, world_size, we_initialised_ddp)``; DDP when torchrun sets WORLD_SIZE>1
+    (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    initialised = False
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+            initialised = True
+        rank = dist.get_rank()
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local), rank, world, initialised
+        return torch.device("cpu"), rank, world, initialised
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device), 0, 1, initialised
+
+
+class DiffusionTrainer:
+    """Teacher training; subclasses change what is trained and its loss.
+
+    ``cfg`` is the whole config (sections ``data`` and :attr:`section`); section defaults are
+    :attr:`defaults`. Call :meth:`run` to train and write the bundle.
+    """
+
+    section = "teacher"
+    defaults: dict = LOOP_DEFAULTS
+    kind = "teacher"
+
+    def __init__(
+        self,
+        train_files,
+        val_files,
+        cfg: dict,
+        checkpoint_dir,
+        metrics_cb=None,
+        device=None,
+    ):
+        self.data_cfg = {**DATA_DEFAULTS, **(cfg.get("data") or {})}
+        self.cfg = {**LOOP_DEFAULTS, **self.defaults, **(cfg.get(self.section) or {})}
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.metrics_cb = metrics_cb
+        self.device, self.rank, self.world, self._own_pg = resolve_device(device)
+        self.train_subjects = [load_subject(f) for f in train_files]
+        self.val_subjects = [load_subject(f) for f in (val_files or [])]
+        self.setup()
+
+    # ----- hooks for subclasses -------------------------------------------------------
+    def setup(self) -> None:
+        """Decide the plan (channels, residual scale...) before the model is built."""
+        self.use_guidance = bool(self.cfg.get("use_guidance", True))
+        self.axes = slice_axes(self.data_cfg)
+        self.context_slices = int(self.data_cfg["context_slices"])
+        self.channels = self.train_subjects[0].channels
+        for s in self.train_subjects + self.val_subjects:
+            if s.channels != self.channels:
+                raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
+        self.residual_scale = estimate_residual_scale(self.train_subjects)
+        self.sampling_steps = int(self.cfg["sampling_steps"])
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.cfg["train_steps"])
+
+    def make_dataset(self, subjects: list[Subject], seed: int, length: int) -> SliceDataset:
+        return SliceDataset(subjects, self.data_cfg, self.use_guidance, seed=seed, length=length)
+
+    def build_trainable(self, n_condition: int) -> nn.Module:
+        """The module that is optimised, EMA-averaged and checkpointed."""
+        arch = {k: self.cfg[k] for k in ("channels", "attention_levels", "num_res_blocks")}
+        arch["norm_num_groups"] = self.cfg["norm_num_groups"]
+        return Denoiser(n_condition, arch)
+
+    def denoiser(self, trainable: nn.Module) -> Denoiser:
+        """The exported model inside the trainable module."""
+        return trainable
+
+    def loss(self, module: nn.Module, batch: dict, gen: torch.Generator):
+        """Return ``(loss, parts)``; ``module`` may be DDP-wrapped."""
+        from sr7t.models.diffusion import q_sample, v_target
+
+        x0, cond = self.x0_cond(batch)
+        b = x0.shape[0]
+        t = torch.rand(b, generator=gen).to(self.device)
+        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        x_t = q_sample(x0, t, noise)
+        with self.autocast():
+            v = module(x_t, cond, t)
+        loss = torch.mean((v.float() - v_target(x0, t, noise)) ** 2)
+        return loss, {"loss_v": loss.detach()}
+
+    def meta(self) -> dict:
+        lo, hi = (float(v) for v in self.data_cfg["train_slice_mm"])
+        subjects = self.train_subjects
+        natives = [s.native_slice_mm for s in subjects]
+        spacings = np.array([s.spacing_mm for s in subjects])
+        return {
+            "kind": self.kind,
+            "stage": 0,
+            "parent": None,
+            "channels": list(self.channels),
+            "use_guidance": self.use_guidance,
+            "slice_axis": list(self.axes),
+            "context_slices": self.context_slices,
+            "sampling_steps": self.sampling_steps,
+            "train_slice_mm": [lo, hi],
+            "trained_slice_mm": [max(lo, min(natives)), max(hi, max(lo, min(natives)))],
+            "native_slice_mm_seen": [min(natives), max(natives)],
+            "spacing_mm_seen": [spacings.min(0).tolist(), spacings.max(0).tolist()],
+            "residual_scale": self.residual_scale,
+            "normalisation": (
+                "every scan divided by its 99th percentile inside the brain mask; the model "
+                "predicts (7T - 1.5T) / residual_scale on the 7T grid"
+            ),
+            "config": {"data": self.data_cfg, self.section: self.cfg},
+        }
+
+    # ----- shared helpers -------------------------------------------------------------
+    def x0_cond(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        cond = batch["cond"].to(self.device)
+        x0 = (batch["target"] - batch["base"]).to(self.device) / self.residual_scale
+        return x0, cond
+
+    def autocast(self):
+        on = self.device.type == "cuda" and str(self.cfg["amp"]).lower() == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def lr_lambda(self, step: int) -> float:
+        total = max(self.total_steps, 1)
+        warm = self.cfg["warmup_steps"]
+        warm = max(1, min(200, total // 20)) if warm is None else max(int(warm), 1)
+        if step < warm:
+            return (step + 1) / warm
+        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # ----- the loop ---------------------------------------------------------------------
+    def run(self, out_model) -> dict:
+        cfg = self.cfg
+        seed = int(cfg["seed"])
+        torch.manual_seed(seed)  # model initialisation
+        np.random.seed(seed)
+        random.seed(seed)
+        train_ds = self.make_dataset(self.train_subjects, seed, 10**12)
+        trainable = self.build_trainable(train_ds.n_condition).to(self.device)
+        ema = EMA(trainable, cfg["ema_decay"])
+        params = [p for p in trainable.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_lambda)
+
+        start = 0
+        ckpt = latest_checkpoint(self.checkpoint_dir)
+        if ckpt is not None:
+            state = torch.load(ckpt, map_location=self.device, weights_only=True)
+            if state["architecture"] != plain(self.denoiser(trainable).arch):
+                raise ValueError(
+                    f"checkpoint {ckpt} was made with architecture {state['architecture']}, "
+                    f"not {self.denoiser(trainable).arch}: remove {self.checkpoint_dir} to restart"
+                )
+            trainable.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            start = int(state["step"])
+            if self.rank == 0:
+                print(f"resuming from {ckpt} at step {start}", file=sys.stderr)
+
+        module = trainable
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(trainable, device_ids=ids)
+
+        total = self.total_steps
+        batches = StepBatches(start, total, int(cfg["batch_size"]), self.rank, self.world)
+        workers = int(self.data_cfg.get("num_workers", 0))
+        loader = DataLoader(
+            train_ds, batch_sampler=batches, num_workers=workers, persistent_workers=False
+        )
+        history: dict[str, float] = {}
+        val_loss = None
+        examples = 0
+        t0 = time.perf_counter()
+        window_t, window_n, window_loss = t0, 0, []
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=self.kind,
+            file=sys.stderr,
+            disable=self.rank != 0,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+        trainable.train()
+        step = start
+        for batch in loader:
+            gen = step_generator(seed, step, self.rank)
+            loss, parts = self.loss(module, batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
+            opt.step()
+            sched.step()
+            ema.update(trainable)
+            step += 1
+            n = batch["cond"].shape[0] * self.world
+            examples += n
+            window_n += n
+            window_loss.append({k: float(v) for k, v in {"loss": loss.detach(), **parts}.items()})
+            bar.update(1)
+
+            if step % int(cfg["checkpoint_every"]) == 0 or step == total:
+                self.save_checkpoint(step, trainable, ema, opt, sched)
+            if step % int(cfg["log_every"]) == 0 or step == total:
+                now = time.perf_counter()
+                history = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
+                record = {
+                    **history,
+                    "lr": float(sched.get_last_lr()[0]),
+                    "examples_per_s": window_n / max(now - window_t, 1e-9),
+                }
+                bar.set_postfix(loss=f"{history['loss']:.4f}")
+                window_t, window_n, window_loss = now, 0, []
+                if self.rank == 0 and self.metrics_cb is not None:
+                    self.metrics_cb(record, step)
+            if self.val_subjects and step % int(cfg["val_every"]) == 0 and step != total:
+                self.report_val(ema, step)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        if self.val_subjects:
+            val_loss = self.report_val(ema, step)
+        model = self.denoiser(ema.module)
+        meta = self.meta()
+        if self.rank == 0:
+            save_bundle(out_model, model, meta)
+        if self.world > 1:
+            dist.barrier()
+            if self._own_pg:
+                dist.destroy_process_group()
+        return {
+            "kind": self.kind,
+            "steps": step,
+            "resumed_from_step": start,
+            "final_loss": history.get("loss"),
+            "final_losses": history,
+            "val_loss": val_loss,
+            "seconds": seconds,
+            "examples_per_s": examples / max(seconds, 1e-9),
+            "param_count": param_count(model),
+            "sampling_steps": meta["sampling_steps"],
+            "device": str(self.device),
+            "world_size": self.world,
+        }
+
+    def save_checkpoint(self, step, trainable, ema, opt, sched) -> None:
+        if self.rank == 0:
+            state = {
+                "step": step,
+                "model": trainable.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": _rng_state(),
+                "architecture": plain(self.denoiser(trainable).arch),
+                "kind": self.kind,
+            }
+            atomic_torch_save(state, self.checkpoint_dir / f"step_{step:08d}.pt")
+            for old in sorted(self.checkpoint_dir.glob(CHECKPOINT_GLOB))[:-KEEP_CHECKPOINTS]:
+                old.unlink()
+        if self.world > 1:
+            dist.barrier()
+
+    @torch.no_grad()
+    def validation_loss(self, module: nn.Module) -> float:
+        """Mean loss of ``module`` (EMA weights) on a fixed set of validation examples."""
+        n = int(self.cfg["val_examples"])
+        b = int(self.cfg["batch_size"])
+        ds = self.make_dataset(self.val_subjects, int(self.cfg["seed"]) + 7919, n)
+        losses = []
+        was_training = module.training
+        module.eval()
+        for i in range(0, n, b):
+            batch = torch.utils.data.default_collate([ds[j] for j in range(i, min(i + b, n))])
+            loss, _ = self.loss(module, batch, step_generator(int(self.cfg["seed"]) + 7919, i, 0))
+            losses.append(float(loss) * batch["cond"].shape[0])
+        module.train(was_training)
+        return float(np.sum(losses) / n)
+
+    def report_val(self, ema: EMA, step: int) -> float | None:
+        if self.rank != 0:
+            return None
+        val = self.validation_loss(ema.module)
+        if self.metrics_cb is not None:
+            self.metrics_cb({"val_loss": val}, step)
+        return val

@@ -1,0 +1,98 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model_phantom import tiny_config, write_phantom_npz  # noqa: E402
+
+from sr7t.distill.stage import distill_stage, per_stage, two_step_target  # noqa: E402
+from sr7t.models.bundle import load_bundle  # noqa: E402
+from sr7t.models.diffusion import alpha_sigma, q_sample  # noqa: E402
+from sr7t.train.teacher import train_teacher  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    files = write_phantom_npz(root / "npz", 3)
+    cfg = tiny_config(teacher={"channels": [8, 16], "train_steps": 6})
+    train_teacher(files[:2], [], cfg, root / "teacher.pt", root / "ck_teacher")
+    return files, cfg, root
+
+
+def test_two_stages_halve_steps_and_shrink(teacher):
+    files, cfg, root = teacher
+    log = []
+    s1 = distill_stage(
+        root / "teacher.pt",
+        files[:2],
+        files[2:],
+        cfg,
+        1,
+        root / "s1.pt",
+        root / "ck1",
+        metrics_cb=lambda rec, step: log.append(rec),
+    )
+    assert {"loss_v", "loss_feature"} <= set(s1["final_losses"])
+    assert s1["val_loss"] is not None and torch.isfinite(torch.tensor(s1["val_loss"]))
+    cfg2 = tiny_config(distill={"channels": [[8, 8], [8, 8]]})
+    s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
+    t, tm = load_bundle(root / "teacher.pt", "cpu")
+    m1, meta1 = load_bundle(root / "s1.pt", "cpu")
+    m2, meta2 = load_bundle(root / "s2.pt", "cpu")
+    assert (tm["sampling_steps"], meta1["sampling_steps"], meta2["sampling_steps"]) == (4, 2, 1)
+    assert meta1["param_count"] < tm["param_count"]
+    assert meta1["kind"] == "student_stage1" and meta1["parent"] == "teacher"
+    assert meta2["kind"] == "student_stage2" and meta2["parent"] == "student_stage1"
+    assert meta1["channels"] == tm["channels"] and meta1["residual_scale"] == tm["residual_scale"]
+    assert s2["steps"] == 4 and s1["sampling_steps"] == 2
+
+
+def test_student_of_same_width_starts_as_its_parent(teacher):
+    files, cfg, root = teacher
+    cfg0 = tiny_config(distill={"channels": [8, 16], "steps_per_stage": 0})
+    distill_stage(root / "teacher.pt", files[:1], [], cfg0, 1, root / "same.pt", root / "ck0")
+    parent, _ = load_bundle(root / "teacher.pt", "cpu")
+    student, meta = load_bundle(root / "same.pt", "cpu")
+    assert meta["sampling_steps"] == 2
+    for a, b in zip(parent.parameters(), student.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_two_step_target_of_perfect_parent_is_x0():
+    x0 = torch.randn(4, 1, 8, 8)
+
+    class Oracle(torch.nn.Module):
+        def feature_layers(self):
+            return [self.lin]
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Identity()
+
+        def forward(self, x_t, cond, t):
+            a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
+            self.lin(x_t)
+            return (a * x_t - x0) / s
+
+    n = 4
+    t = torch.tensor([1.0, 0.75, 0.5, 0.25])
+    x_t = q_sample(x0, t, torch.randn_like(x0))
+    v, x0_target, feats = two_step_target(Oracle(), x_t, None, t, n)
+    torch.testing.assert_close(x0_target, x0, atol=1e-4, rtol=0)
+    a, s = (z.view(-1, 1, 1, 1) for z in alpha_sigma(t))
+    torch.testing.assert_close(a * x_t - s * v, x0, atol=1e-4, rtol=0)
+    assert len(feats) == 1 and feats[0].shape == x_t.shape
+
+
+def test_per_stage_values():
+    assert per_stage([16, 32], 2, nested=True) == [16, 32]
+    assert per_stage([[16, 32], [8, 16]], 2, nested=True) == [8, 16]
+    assert per_stage([0.1, 0.3], 2, nested=False) == 0.3
+    assert per_stage(0.2, 5, nested=False) == 0.2
+    with pytest.raises(ValueError):
+        per_stage([0.1], 2, nested=False)

@@ -1,0 +1,87 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model_phantom import CHANNELS, phantom_arrays  # noqa: E402
+
+from sr7t.models.diffusion import Denoiser, alpha_sigma  # noqa: E402
+from sr7t.models.predict import check_input_spacing, predict_volume  # noqa: E402
+
+torch.set_num_threads(1)
+META = {
+    "kind": "teacher",
+    "channels": CHANNELS,
+    "use_guidance": True,
+    "slice_axis": [1],
+    "context_slices": 1,
+    "sampling_steps": 3,
+    "residual_scale": 0.5,
+    "train_slice_mm": [3.0, 6.0],
+    "trained_slice_mm": [4.0, 6.0],
+}
+
+
+class PlanOracle(nn.Module):
+    """Predicts x0 = 0.2 * (centre t1 plane) + guidance channel 0, exactly, at every step."""
+
+    size_multiple = 4
+
+    def __init__(self, context):
+        super().__init__()
+        self.c = context
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x_t, cond, t):
+        x0 = 0.2 * cond[:, self.c : self.c + 1] + cond[:, 2 * self.c + 1 : 2 * self.c + 2]
+        a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
+        return (a * x_t - x0) / s
+
+
+@pytest.fixture(scope="module")
+def condition():
+    cond, _, _ = phantom_arrays(0, shape=(13, 10, 11))  # odd sizes: padding needed
+    return cond
+
+
+@pytest.mark.parametrize("axes", [[1], [0], [0, 1]])
+def test_plan_is_followed_exactly(condition, axes):
+    meta = {**META, "slice_axis": axes}
+    out = predict_volume(PlanOracle(1), meta, condition, batch_size=4, progress=False)
+    t1, bias = condition[0], condition[1]
+    expected = t1 + 0.5 * (0.2 * t1 + bias)
+    assert out.shape == t1.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_real_model_shape_finite_deterministic(condition):
+    torch.manual_seed(0)
+    arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
+    model = Denoiser(3 + 4, arch)
+    for p in model.unet.out.parameters():
+        nn.init.normal_(p, std=0.05)
+    a = predict_volume(model, META, condition, progress=False, device="cpu")
+    b = predict_volume(model, META, condition, steps=3, batch_size=3, progress=False)
+    assert a.shape == condition.shape[1:] and np.isfinite(a).all()
+    np.testing.assert_allclose(a, b, atol=1e-6)  # same noise whatever the batching
+    np.testing.assert_array_equal(a, predict_volume(model, META, condition, progress=False))
+    no_guide = Denoiser(3, arch)
+    c = predict_volume(no_guide, {**META, "use_guidance": False}, condition, progress=False)
+    assert c.shape == condition.shape[1:] and np.isfinite(c).all()
+
+
+def test_wrong_channel_count_is_refused(condition):
+    with pytest.raises(ValueError, match="channels"):
+        predict_volume(PlanOracle(1), META, condition[:3], progress=False)
+
+
+def test_check_input_spacing():
+    assert check_input_spacing(META, 4.0) is None
+    assert check_input_spacing(META, 6.0) is None
+    for mm in (2.0, 3.0, 8.0):
+        msg = check_input_spacing(META, mm)
+        assert msg.startswith("WARNING") and f"{mm:g} mm" in msg and "[4, 6]" in msg

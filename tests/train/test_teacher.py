@@ -1,0 +1,118 @@
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model_phantom import tiny_config, write_phantom_npz  # noqa: E402
+
+from sr7t.models.bundle import load_bundle  # noqa: E402
+from sr7t.train.teacher import train_teacher  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_phantom_npz(tmp_path_factory.mktemp("npz"), 3)
+
+
+def test_loss_decreases_on_tiny_problem(files, tmp_path):
+    cfg = tiny_config(
+        teacher={"train_steps": 80, "checkpoint_every": 1000, "log_every": 20, "val_every": 40}
+    )
+    logged = []
+    summary = train_teacher(
+        files[:2],
+        files[2:],
+        cfg,
+        tmp_path / "m.pt",
+        tmp_path / "ck",
+        metrics_cb=lambda rec, step: logged.append((step, rec)),
+    )
+    losses = [r["loss"] for _, r in logged if "loss" in r]
+    vals = [r["val_loss"] for _, r in logged if "val_loss" in r]
+    assert len(losses) == 4 and len(vals) == 2
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert summary["val_loss"] == vals[-1] and summary["steps"] == 80
+    assert {"lr", "examples_per_s"} <= set(logged[0][1])
+    assert summary["examples_per_s"] > 0 and summary["param_count"] > 0
+    model, meta = load_bundle(tmp_path / "m.pt", device="cpu")
+    assert meta["kind"] == "teacher" and meta["sampling_steps"] == 4
+    assert meta["channels"][0] == "t1_1p5T" and meta["slice_axis"] == [1]
+    assert meta["trained_slice_mm"] == [4.0, 8.0] and meta["residual_scale"] > 0
+    assert meta["architecture"]["n_condition"] == 3 + 4
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_at(step_to_crash):
+    def cb(rec, step):
+        if step == step_to_crash:
+            raise Crash
+
+    return cb
+
+
+def test_resume_is_bit_identical(files, tmp_path):
+    cfg = tiny_config()  # 6 steps, checkpoint every 3
+    train_teacher(files[:2], [], cfg, tmp_path / "a.pt", tmp_path / "ck_a")
+    with pytest.raises(Crash):
+        train_teacher(files[:2], [], cfg, tmp_path / "b.pt", tmp_path / "ck_b", _crash_at(4))
+    assert sorted(p.name for p in (tmp_path / "ck_b").iterdir()) == ["step_00000003.pt"]
+    summary = train_teacher(files[:2], [], cfg, tmp_path / "b.pt", tmp_path / "ck_b")
+    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+    a = torch.load(tmp_path / "ck_a" / "step_00000006.pt", weights_only=True)
+    b = torch.load(tmp_path / "ck_b" / "step_00000006.pt", weights_only=True)
+    for part in ("model", "ema"):
+        sa, sb = a[part], b[part]
+        sa, sb = (sa["module"], sb["module"]) if part == "ema" else (sa, sb)
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), (part, k)
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    ma, _ = load_bundle(tmp_path / "a.pt", "cpu")
+    mb, _ = load_bundle(tmp_path / "b.pt", "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(ma.parameters(), mb.parameters(), strict=True))
+
+
+def test_resume_rejects_other_architecture(files, tmp_path):
+    cfg = tiny_config(teacher={"train_steps": 3})
+    train_teacher(files[:1], [], cfg, tmp_path / "a.pt", tmp_path / "ck")
+    other = tiny_config(teacher={"train_steps": 6, "channels": [8, 8]})
+    with pytest.raises(ValueError, match="architecture"):
+        train_teacher(files[:1], [], other, tmp_path / "b.pt", tmp_path / "ck")
+
+
+def _ddp_worker(rank, port, files, out_dir):
+    os.environ.update(
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    cfg = tiny_config(teacher={"train_steps": 3, "checkpoint_every": 3})
+    s = train_teacher(files, [], cfg, out_dir / "m.pt", out_dir / "ck", device="cpu")
+    torch.save(s["world_size"], out_dir / f"world{rank}.pt")
+
+
+def test_ddp_two_cpu_processes_gloo(files, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # fork: the workers inherit the imported modules (spawn would re-import torch and MONAI)
+    mp.start_processes(
+        _ddp_worker, args=(port, files[:2], tmp_path), nprocs=2, join=True, start_method="fork"
+    )
+    assert [torch.load(tmp_path / f"world{r}.pt") for r in (0, 1)] == [2, 2]
+    ck = torch.load(tmp_path / "ck" / "step_00000003.pt", weights_only=True)
+    assert ck["step"] == 3
+    model, meta = load_bundle(tmp_path / "m.pt", "cpu")
+    assert meta["kind"] == "teacher"
