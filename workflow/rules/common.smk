@@ -1,12 +1,10 @@
 # Shared helpers: config validation, cohorts, and every path (from sr7t.paths, one table).
 import json
-import os
 from pathlib import Path
 
 from sr7t import paths as P
 from sr7t.cohort.samples import load_cohort
-from sr7t.config import config_hash, load_schema, validate
-from sr7t.tracking import resolve_tracking_uri
+from sr7t.config import load_schema, validate
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 config.update(validate(config, load_schema(SCHEMAS / "config.schema.yaml")))
@@ -26,11 +24,7 @@ LEARNED_MODELS = ["teacher"] + [f"student_stage{k}" for k in range(1, N_STAGES +
 EVAL_MODELS = config["evaluate"]["baselines"] + LEARNED_MODELS
 GPU = 1 if config["use_gpu"] else 0
 ENV = "../../envs/sr7t.yaml"
-# Job processes (local or SLURM) inherit the environment: they tag their MLflow runs with it.
-os.environ.setdefault("SR7T_CONFIG_HASH", config_hash(config))
-# One tracking URI for every job: MLFLOW_TRACKING_URI if set, else the config's, else the
-# embedded SQLite store under the results root.
-os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(config["tracking"]["uri"], RESULTS)
+
 
 
 wildcard_constraints:
@@ -71,11 +65,14 @@ def per_subject(name, split=None, **fields):
     return inputs
 
 
-def track(wildcards):
-    """CLI flags that tag the job's MLflow child run with its cohort and wildcards."""
-    flags = [f"--results-dir {RESULTS!r}"]
-    flags += [f"--wildcard {k}={v}" for k, v in wildcards.items()]
-    return " ".join(flags)
+def track(rule):
+    """Param function: CLI flags that tag the job's MLflow child run (rule, cohort, wildcards)."""
+
+    def flags(wildcards):
+        out = [f"--rule {rule}", f"--cohort {wildcards.cohort}", f"--results-dir {RESULTS!r}"]
+        return " ".join(out + [f"--wildcard {k}={v}" for k, v in wildcards.items()])
+
+    return flags
 
 
 def as_json(obj):
@@ -103,3 +100,47 @@ def end_tracking(status):
     from sr7t.tracking import end_workflow
 
     end_workflow(status)
+
+
+# ---- input and param functions of the stage rules
+
+
+def ingest_inputs(wildcards):
+    """The raw files a subject's ingest reads (the demo's raw folder for demo cohorts)."""
+    if COHORTS[wildcards.cohort].source == "demo":
+        return {"raw": out("demo_raw_dir", cohort=wildcards.cohort)}
+    sub = subject_record(wildcards)
+    raw = {"scan_1p5T": sub.scan_1p5T, "scan_7T": sub.scan_7T}
+    raw |= {k: v for k in ("coef_1p5T", "coef_7T") if (v := getattr(sub, k))}
+    return raw
+
+
+def raw(key):
+    """Param function: the subject's raw path ``key`` from its cohort ('' when absent)."""
+    return lambda w: getattr(subject_record(w), key) or ""
+
+
+def demo_flags(wildcards):
+    d = config["cohorts"][wildcards.cohort]["demo"]
+    return (
+        f"--n-subjects {d['n_subjects']} --seed {d['seed']} --voxel-mm-7t {d['voxel_mm_7t']} "
+        f"--voxel-mm-1p5t {' '.join(str(v) for v in d['voxel_mm_1p5t'])}"
+    )
+
+
+def n4_input(wildcards):
+    if wildcards.field == "7T":
+        return out("gnl_7T_unwarped", cohort=wildcards.cohort, subject=wildcards.subject)
+    return out("ingest_scan", cohort=wildcards.cohort, subject=wildcards.subject, field="1p5T")
+
+
+def parent_model(wildcards):
+    k = int(wildcards.k)
+    parent = "teacher" if k == 1 else f"student_stage{k - 1}"
+    return out("model", cohort=wildcards.cohort, model=parent)
+
+
+def eval_model_input(wildcards):
+    if wildcards.model in LEARNED_MODELS:
+        return {"model": out("model", cohort=wildcards.cohort, model=wildcards.model)}
+    return {}

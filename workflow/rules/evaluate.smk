@@ -1,12 +1,6 @@
 # Evaluation: every model x input resolution x held-out subject, on one grid, mask and scale.
 
 
-def eval_model_input(wildcards):
-    if wildcards.model in LEARNED_MODELS:
-        return {"model": out("model", cohort=wildcards.cohort, model=wildcards.model)}
-    return {}
-
-
 rule evaluate_model:
     input:
         unpack(eval_model_input),
@@ -18,7 +12,7 @@ rule evaluate_model:
         batch_size=config["evaluate"]["batch_size"],
         model_arg=lambda w, input: f"--model-file {input.model}" if "model" in input.keys() else "",
         pred_pattern=lambda w: out("eval_prediction", cohort=w.cohort, model=w.model),
-        track=track,
+        track=track("evaluate_model"),
     threads: 2
     resources:
         gpu=GPU,
@@ -27,7 +21,7 @@ rule evaluate_model:
     conda:
         ENV
     shell:
-        "sr7t evaluate --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t evaluate {params.track} "
         "--threads {threads} --model {wildcards.model} {params.model_arg} "
         "--resolutions-mm {params.resolutions} --batch-size {params.batch_size} "
         "--pred-pattern {params.pred_pattern:q} --out {output:q} {input.test:q} > {log:q} 2>&1"
@@ -40,11 +34,11 @@ rule metrics:
         table=out("metrics"),
         figure=out("eval_figure"),
     params:
-        track=track,
+        track=track("metrics"),
     log:
         log("metrics"),
     conda:
         ENV
     shell:
-        "sr7t metrics --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t metrics {params.track} "
         "--out {output.table:q} --figure {output.figure:q} {input:q} > {log:q} 2>&1"

@@ -1,12 +1,6 @@
 # Models: the guided diffusion teacher and the K progressive-distillation student stages.
 
 
-def parent_model(wildcards):
-    k = int(wildcards.k)
-    parent = "teacher" if k == 1 else f"student_stage{k - 1}"
-    return out("model", cohort=wildcards.cohort, model=parent)
-
-
 rule teacher:
     input:
         manifest=out("manifest"),
@@ -18,7 +12,7 @@ rule teacher:
     params:
         cfg=as_json({"teacher": config["teacher"], "data": config["data"]}),
         checkpoints=out("model_checkpoints", model="teacher"),
-        track=track,
+        track=track("teacher"),
     threads: 2
     resources:
         gpu=GPU,
@@ -27,7 +21,7 @@ rule teacher:
     conda:
         ENV
     shell:
-        "sr7t train-teacher --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t train-teacher {params.track} "
         "--threads {threads} --cfg {params.cfg:q} --train {input.train:q} --val {input.val:q} "
         "--checkpoints {params.checkpoints:q} --out {output.model:q} "
         "--summary {output.summary:q} > {log:q} 2>&1"
@@ -44,7 +38,7 @@ rule distill_stage:
     params:
         cfg=as_json({"distill": config["distill"], "data": config["data"]}),
         checkpoints=out("model_checkpoints", model="student_stage{k}"),
-        track=track,
+        track=track("distill_stage"),
     threads: 2
     resources:
         gpu=GPU,
@@ -53,7 +47,7 @@ rule distill_stage:
     conda:
         ENV
     shell:
-        "sr7t distill --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t distill {params.track} "
         "--threads {threads} --stage {wildcards.k} --cfg {params.cfg:q} "
         "--parent {input.parent:q} --train {input.train:q} --val {input.val:q} "
         "--checkpoints {params.checkpoints:q} --out {output.model:q} "

@@ -5,12 +5,6 @@
 # the registration target; the 1.5T keeps its distortion and gets guidance maps instead.
 
 
-def n4_input(wildcards):
-    if wildcards.field == "7T":
-        return out("gnl_7T_unwarped", cohort=wildcards.cohort, subject=wildcards.subject)
-    return out("ingest_scan", cohort=wildcards.cohort, subject=wildcards.subject, field="1p5T")
-
-
 rule gradunwarp:
     input:
         scan_7T=out("ingest_scan", field="7T"),
@@ -23,13 +17,13 @@ rule gradunwarp:
     params:
         coef_1p5T=raw("coef_1p5T"),
         coef_7T=raw("coef_7T"),
-        track=track,
+        track=track("gradunwarp"),
     log:
         log("gradunwarp", "{subject}"),
     conda:
         ENV
     shell:
-        "sr7t gradunwarp --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t gradunwarp {params.track} "
         "--subject {wildcards.subject} --scan-7t {input.scan_7T:q} "
         "--scan-1p5t {input.scan_1p5T:q} --coef-7t {params.coef_7T:q} "
         "--coef-1p5t {params.coef_1p5T:q} --out-7t-unwarped {output.unwarped_7T:q} "
@@ -47,14 +41,14 @@ rule n4:
         qc=out("n4_qc"),
     params:
         cfg=as_json(config["preprocess"]["n4"]),
-        track=track,
+        track=track("n4"),
     threads: 2
     log:
         log("n4", "{subject}_{field}"),
     conda:
         ENV
     shell:
-        "sr7t n4 --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t n4 {params.track} "
         "--subject {wildcards.subject} --threads {threads} --cfg {params.cfg:q} "
         "--scan {input:q} --out-corrected {output.corrected:q} --out-bias {output.bias:q} "
         "--out-mask {output.mask:q} --out-qc {output.qc:q} > {log:q} 2>&1"
@@ -78,14 +72,14 @@ rule register:
         qc_png=out("reg_qc_png"),
     params:
         cfg=as_json(config["preprocess"]["register"]),
-        track=track,
+        track=track("register"),
     threads: 1  # one ITK thread: bit-for-bit repeatable registrations
     log:
         log("register", "{subject}"),
     conda:
         ENV
     shell:
-        "sr7t register --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t register {params.track} "
         "--subject {wildcards.subject} --threads {threads} --cfg {params.cfg:q} "
         "--moving {input.moving:q} --fixed {input.fixed:q} --fixed-mask {input.fixed_mask:q} "
         "--map bias {input.bias:q} {output.bias:q} "
@@ -113,14 +107,15 @@ rule preprocess_qc:
         truth=lambda w: (
             out("demo_raw_dir", cohort=w.cohort) if COHORTS[w.cohort].source == "demo" else ""
         ),
-        track=track,
+        results=lambda w: RESULTS,
+        track=track("preprocess_qc"),
     log:
         log("preprocess_qc"),
     conda:
         ENV
     shell:
-        "sr7t preprocess-qc --rule {rule} --cohort {wildcards.cohort} {params.track} "
-        "--results-root {RESULTS:q} --subjects {params.subjects} --demo-raw {params.truth:q} "
+        "sr7t preprocess-qc {params.track} "
+        "--results-root {params.results:q} --subjects {params.subjects} --demo-raw {params.truth:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -137,13 +132,13 @@ rule dataset:
     output:
         out("dataset_subject"),
     params:
-        track=track,
+        track=track("dataset"),
     log:
         log("dataset", "{subject}"),
     conda:
         ENV
     shell:
-        "sr7t dataset --rule {rule} --cohort {wildcards.cohort} {params.track} "
+        "sr7t dataset {params.track} "
         "--subject {wildcards.subject} --reg-1p5t {input.reg_1p5T:q} "
         "--reg-bias {input.reg_bias:q} --reg-jacobian {input.reg_jacobian:q} "
         "--reg-dispmag {input.reg_dispmag:q} --gnl-qc {input.gnl_qc:q} "

@@ -14,11 +14,12 @@ rule report:
     output:
         report(out("report"), caption="../report/report.rst", category="Report"),
     params:
-        track=track,
+        results=lambda w: RESULTS,
+        track=track("report"),
     log:
         log("report"),
     conda:
         ENV
     shell:
-        "sr7t report --rule {rule} --cohort {wildcards.cohort} {params.track} "
-        "--results-root {RESULTS:q} --out {output:q} > {log:q} 2>&1"
+        "sr7t report {params.track} "
+        "--results-root {params.results:q} --out {output:q} > {log:q} 2>&1"
