@@ -143,3 +143,50 @@ def test_logs_are_written_per_job(tiny_run):
     work, _ = tiny_run
     logs = list((work / "logs" / COHORT).rglob("*.log"))
     assert any("teacher" in str(p) for p in logs) and len(logs) > 10
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
+    """Headless Chromium opens the report offline; the screenshot shows text and figures."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (.ci/run installs Debian's chromium)")
+    work, _ = tiny_run
+    report = paths.path("report", work / "results", cohort=COHORT).resolve()
+    shot = tmp_path / "report.png"
+    base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1100,2400", report.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    dom = subprocess.run(
+        [*base, "--dump-dom", report.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count("<img") >= 3 and "student_stage1" in dom
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2400, 1100)
+    # a rendered page, not a blank or error page: plenty of both ink and paper, and the
+    # grey-scale MRI panels give many distinct grey levels
+    grey = pixels.mean(axis=2)
+    assert 0.02 < (grey < 0.5).mean() < 0.6
+    assert len(np.unique(np.round(grey, 2))) > 50
