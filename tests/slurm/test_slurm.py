@@ -1,11 +1,20 @@
 """SLURM for real: the tiny workflow through ``--profile profiles/slurm`` on a one-node SLURM
 started on this machine by ``scripts/slurm-localhost.sh`` (root; installs slurm-wlm + munge).
 
+The module runs config/tiny.yaml (``use_gpu=True``) up to the first student stage, in two
+invocations, as a user whose job hit its SLURM time limit would: the first gives the teacher a
+long schedule and a 1-minute limit, so SLURM kills it (TIMEOUT) after it checkpointed; the
+second gives it enough steps and time, and it resumes from its checkpoint, then distils.
+
 What is checked comes from SLURM's own records (``scontrol -o show job``, polled while the
-workflow runs, since finished jobs leave slurmctld after MinJobAge) and from the MLflow store,
-never from Snakemake's word alone: GPU rules ask SLURM for a GPU and CPU rules do not, every
-SLURM job logged exactly one FINISHED MLflow child run tagged with its SLURM job id, and a
-teacher killed at its SLURM time limit resumes from its checkpoint.
+workflow runs, since finished jobs leave slurmctld MinJobAge after they end) and from the
+MLflow store, never from Snakemake's word alone: GPU rules ask SLURM for a GPU and CPU rules
+do not; every completed SLURM job logged exactly one FINISHED MLflow child run, tagged with its
+SLURM job id, under its invocation's parent run.
+
+Runtime on 2 cores: ~7 min (25 SLURM jobs). The whole workflow through SLURM takes ~8.5 min
+there (35 jobs), so rules after the first student stage are left out; evaluate_model asks for
+its GPU through the same `resources: gpu` as the teacher.
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -135,65 +143,130 @@ def _snakemake(work: Path, *args: str, check: bool = True) -> subprocess.Complet
     return proc
 
 
-def _fit_to_node(node: dict) -> list[str]:
-    """Cap the workflow profile's memory asks at the node's RealMemory (small CI machines).
+def _set_resources(node: dict, **runtime: int) -> list[str]:
+    """``--set-resources`` for the workflow profile's asks, capped at the node's memory.
 
     A command-line ``--set-resources`` replaces the workflow profile's whole list, so every
-    entry is repeated here, with mem_mb capped; no rule asks for more than 2 threads.
+    entry is repeated here (mem_mb capped at the node's RealMemory, for small CI machines),
+    plus ``runtime`` overrides in minutes per rule. Empty when nothing needs changing.
     """
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
-    per_rule = profile.get("set-resources") or {}
+    per_rule = {r: dict(res) for r, res in (profile.get("set-resources") or {}).items()}
     cap = node["mem_mb"]
-    if cap <= 0 or all(r.get("mem_mb", 0) <= cap for r in per_rule.values()):
+    capped = cap > 0 and any(res.get("mem_mb", 0) > cap for res in per_rule.values())
+    if not capped and not runtime:
         return []
+    for rule, minutes in runtime.items():
+        per_rule.setdefault(rule, {})["runtime"] = minutes
     asks = [
-        f"{rule}:{name}={min(value, cap) if name == 'mem_mb' else value}"
+        f"{rule}:{name}={min(value, cap) if name == 'mem_mb' and cap > 0 else value}"
         for rule, res in per_rule.items()
         for name, value in res.items()
     ]
     return ["--set-resources", *asks]
 
 
+def _steps(ckpt_dir: Path) -> list[int]:
+    return sorted(int(re.sub(r"\D", "", p.stem)) for p in ckpt_dir.glob("step_*.pt"))
+
+
 @pytest.fixture(scope="module")
 def slurm_run(slurm_up, tmp_path_factory):
-    """The whole tiny workflow through SLURM with ``use_gpu=true``, recorded from SLURM."""
+    """Both invocations (killed teacher, then resumed), with SLURM's records of each."""
     work = tmp_path_factory.mktemp("tiny_slurm")
     shutil.copytree(REPO / "config", work / "config")
+    root = work / "results"
+    target = str(paths.path("model", Path("results"), cohort=COHORT, model="student_stage1"))
+    ckpts = paths.path("model_checkpoints", root, cohort=COHORT, model="teacher")
+    common = ["--config", "use_gpu=True"]
+    long = {"teacher": {"train_steps": 100000, "checkpoint_every": 5, "val_every": 100000}}
+    (work / "config" / "long.yaml").write_text(yaml.safe_dump(long))
+
     t0 = time.perf_counter()
-    with JobRecorder(work) as rec:
-        proc = _snakemake(
+    with JobRecorder(work) as rec1:
+        first = _snakemake(
             work,
-            "--configfile",
-            "config/tiny.yaml",
-            "--config",
-            "use_gpu=True",
-            *_fit_to_node(slurm_up),
+            *("--configfile", "config/tiny.yaml", "config/long.yaml", *common),
+            *_set_resources(slurm_up, teacher=1),
+            *("--", target),
+            check=False,
         )
-    seconds = time.perf_counter() - t0
-    print(f"tiny workflow through SLURM: {seconds:.0f} s, {len(rec.jobs)} SLURM jobs")
-    return work, proc, rec.jobs, seconds
+    t1 = time.perf_counter()
+    killed_at = _steps(ckpts)
+    model_after_kill = paths.path("model", root, cohort=COHORT, model="teacher").exists()
+    jobs1 = dict(rec1.jobs)
+
+    resume = {"teacher": {"train_steps": (killed_at or [0])[-1] + 5, "checkpoint_every": 5}}
+    (work / "config" / "resume.yaml").write_text(yaml.safe_dump(resume))
+    with JobRecorder(work) as rec2:
+        second = _snakemake(
+            work,
+            *("--configfile", "config/tiny.yaml", "config/resume.yaml", *common),
+            *_set_resources(slurm_up),
+            *("--", target),
+            check=False,
+        )
+    t2 = time.perf_counter()
+    jobs2 = {k: v for k, v in rec2.jobs.items() if k not in jobs1}
+    print(
+        f"through SLURM: killed run {t1 - t0:.0f} s ({len(jobs1)} jobs), "
+        f"resumed run {t2 - t1:.0f} s ({len(jobs2)} jobs)"
+    )
+    return {
+        "work": work,
+        "runs": [(first, jobs1), (second, jobs2)],
+        "killed_at": killed_at,
+        "model_after_kill": model_after_kill,
+    }
 
 
-def test_outputs_are_complete_and_the_models_load(slurm_run):
+def _by_rule(jobs: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for j in jobs.values():
+        out.setdefault(j["rule"], []).append(j)
+    return out
+
+
+def test_slurm_killed_the_teacher_at_its_time_limit(slurm_run):
+    (first, jobs1), _ = slurm_run["runs"]
+    assert first.returncode != 0
+    assert "TIMEOUT" in first.stderr, first.stderr[-4000:]
+    rules = _by_rule(jobs1)
+    assert [j["state"] for j in rules["teacher"]] == ["TIMEOUT"], rules["teacher"]
+    others = [j for r, js in rules.items() if r != "teacher" for j in js]
+    assert others and all(j["state"] == "COMPLETED" for j in others), rules
+    assert "distill_stage" not in rules  # nothing ran after the failure
+    # the teacher checkpointed before it was killed, and left no model behind it
+    assert slurm_run["killed_at"] and slurm_run["killed_at"][-1] > 0
+    assert not slurm_run["model_after_kill"]
+
+
+def test_the_rerun_resumed_the_teacher_and_its_models_load(slurm_run):
     from sr7t.models.bundle import load_bundle
 
-    work, _, _, _ = slurm_run
-    root = work / "results"
-    metrics = pd.read_csv(paths.path("metrics", root, cohort=COHORT), sep="\t")
-    assert set(metrics["model"]) == {"trilinear", "bspline", "teacher", "student_stage1"}
-    assert len(metrics) == 4 * 2 * 1  # models x resolutions x test subjects
-    assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
+    _, (second, jobs2) = slurm_run["runs"]
+    assert second.returncode == 0, second.stderr[-8000:]
+    assert {j["rule"] for j in jobs2} == {"teacher", "distill_stage"}
+    assert all(j["state"] == "COMPLETED" for j in jobs2.values())
+    root = slurm_run["work"] / "results"
+    info = json.loads(paths.path("model_summary", root, cohort=COHORT, model="teacher").read_text())
+    killed_at = slurm_run["killed_at"][-1]
+    assert info["resumed_from_step"] == killed_at > 0
+    assert info["steps"] == killed_at + 5
     for model in ("teacher", "student_stage1"):
         net, meta = load_bundle(paths.path("model", root, cohort=COHORT, model=model), "cpu")
         assert meta["param_count"] == sum(p.numel() for p in net.parameters()) > 0
-    assert "student_stage1" in paths.path("report", root, cohort=COHORT).read_text()
+    student = json.loads(
+        paths.path("model_summary", root, cohort=COHORT, model="student_stage1").read_text()
+    )
+    assert student["sampling_steps"] * 2 == info["sampling_steps"]
 
 
 def test_gpu_rules_ask_slurm_for_a_gpu_and_cpu_rules_do_not(slurm_run):
-    _, _, jobs, _ = slurm_run
-    rules = {j["rule"] for j in jobs.values()}
-    assert GPU_RULES | {"demo_cohort", "ingest", "n4", "register", "report"} <= rules, rules
-    assert all(j["state"] == "COMPLETED" for j in jobs.values()), jobs
+    jobs = {k: v for _, js in slurm_run["runs"] for k, v in js.items()}
+    rules = set(_by_rule(jobs))
+    cpu_rules = {"demo_cohort", "ingest", "manifest", "gradunwarp", "n4", "register", "dataset"}
+    assert rules == cpu_rules | {"teacher", "distill_stage"}, rules
     for job_id, j in jobs.items():
         asks = f"{j['tres_per_job']} {j['tres_per_node']}"
         if j["rule"] in GPU_RULES:
@@ -202,56 +275,25 @@ def test_gpu_rules_ask_slurm_for_a_gpu_and_cpu_rules_do_not(slurm_run):
             assert "gpu" not in asks, (job_id, j)
 
 
-def test_every_slurm_job_logged_one_finished_mlflow_child_run(slurm_run):
+def test_every_completed_slurm_job_logged_one_finished_mlflow_child_run(slurm_run):
     import mlflow
 
-    work, proc, jobs, _ = slurm_run
+    work = slurm_run["work"]
     mlflow.set_tracking_uri(f"sqlite:///{work / 'results' / 'mlflow' / 'mlflow.db'}")
     exp = mlflow.get_experiment_by_name(f"sr7t/{COHORT}")
-    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list", order_by=["start_time"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
-    assert all(c.info.status == "FINISHED" for c in children)
-    # one child per SLURM job, matched by the job id each child tagged itself with
-    by_job = {c.data.tags.get("slurm_job_id"): c.data.tags["rule"] for c in children}
-    assert len(by_job) == len(children) == len(jobs)
-    assert by_job == {job_id: j["rule"] for job_id, j in jobs.items()}
-    # and every Snakemake job but `all` was a SLURM job
-    steps = int(re.search(r"(\d+) of \1 steps \(100%\) done", proc.stderr).group(1))
-    assert len(jobs) == steps - 1
-
-
-def test_teacher_killed_at_its_time_limit_resumes_from_its_checkpoint(slurm_run, tmp_path):
-    """SLURM kills the teacher at a 1-minute limit; the rerun resumes from the checkpoint."""
-    src, _, _, _ = slurm_run
-    work = tmp_path / "work"
-    shutil.copytree(src, work, symlinks=True, ignore=shutil.ignore_patterns("mlflow", "models"))
-    model = paths.path("model", work / "results", cohort=COHORT, model="teacher")
-    summary = paths.path("model_summary", work / "results", cohort=COHORT, model="teacher")
-    ckpts = model.parent / "checkpoints"
-    target = str(model.relative_to(work))
-    long = {"teacher": {"train_steps": 100000, "checkpoint_every": 5, "val_every": 100000}}
-    (work / "config" / "long.yaml").write_text(yaml.safe_dump(long))
-
-    with JobRecorder(work) as rec:
-        killed = _snakemake(
-            work,
-            *("--configfile", "config/tiny.yaml", "config/long.yaml"),
-            *("--set-resources", "teacher:runtime=1", "--", target),
-            check=False,
-        )
-    assert killed.returncode != 0
-    assert "TIMEOUT" in killed.stderr, killed.stderr[-4000:]
-    assert [j["state"] for j in rec.jobs.values()] == ["TIMEOUT"], rec.jobs
-    assert not model.exists()
-    steps_done = sorted(int(re.sub(r"\D", "", p.stem)) for p in ckpts.glob("step_*.pt"))
-    assert steps_done and steps_done[-1] > 0, f"no checkpoint in {ckpts}"
-
-    more = {"teacher": {"train_steps": steps_done[-1] + 5, "checkpoint_every": 5}}
-    (work / "config" / "more.yaml").write_text(yaml.safe_dump(more))
-    _snakemake(work, "--configfile", "config/tiny.yaml", "config/more.yaml", "--", target)
-    info = json.loads(summary.read_text())
-    assert info["resumed_from_step"] == steps_done[-1] > 0
-    assert info["steps"] == steps_done[-1] + 5
+    assert [p.info.status for p in parents] == ["FAILED", "FINISHED"]  # one per invocation
+    for parent, (_, jobs) in zip(parents, slurm_run["runs"], strict=True):
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        finished = {
+            c.data.tags.get("slurm_job_id"): c.data.tags["rule"]
+            for c in children
+            if c.info.status == "FINISHED"
+        }
+        completed = {k: j["rule"] for k, j in jobs.items() if j["state"] == "COMPLETED"}
+        assert finished == completed  # one child per job, none lost to parallel writers
+        assert sum(c.info.status == "FINISHED" for c in children) == len(completed)
+        # the killed teacher's run, if it got one, is not FINISHED
+        killed = {k for k, j in jobs.items() if j["state"] != "COMPLETED"}
+        assert not killed & set(finished)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -190,3 +191,77 @@ def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
     grey = pixels.mean(axis=2)
     assert 0.02 < (grey < 0.5).mean() < 0.6
     assert len(np.unique(np.round(grey, 2))) > 50
+
+
+def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
+    """`sr7t predict` on a raw 1.5T scan: 7T-spaced output covering the scan, finite."""
+    from sr7t.io import load_volume, voxel_spacing_mm
+
+    work, _ = tiny_run
+    root = work / "results"
+    scan = paths.path("demo_scan", root, cohort=COHORT, subject="sub-04", field="1p5T")
+    coef = paths.path("demo_coeffs_dir", root, cohort=COHORT) / "scanner_1p5T.grad"
+    model = paths.path("model", root, cohort=COHORT, model="student_stage1")
+    out = tmp_path / "sr.nii.gz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sr7t.cli",
+            "predict",
+            str(scan),
+            str(out),
+            "--model",
+            str(model),
+            "--coef",
+            str(coef),
+            "--threads",
+            "2",
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pred, affine = load_volume(out)
+    raw, raw_affine = load_volume(scan)
+    np.testing.assert_allclose(voxel_spacing_mm(affine), 4.0, atol=1e-4)  # tiny 7T voxel
+    fov = voxel_spacing_mm(raw_affine) * (np.array(raw.shape) - 1)
+    assert np.all(voxel_spacing_mm(affine) * (np.array(pred.shape) - 1) <= fov + 4.0)
+    assert np.isfinite(pred).all() and 0.3 < np.percentile(pred[pred > 0], 99) < 3
+
+
+def test_a_bad_scan_fails_only_its_subject_with_a_clear_message(tiny_run, tmp_path):
+    """A NaN-filled scan: its ingest job fails naming subject and file; the others go on."""
+    from sr7t.io import load_volume, save_volume
+
+    work, _ = tiny_run
+    raw = paths.path("demo_raw_dir", work / "results", cohort=COHORT)
+    rows = ["subject\tscan_1p5T\tscan_7T"]
+    for sub in ("sub-01", "sub-02"):
+        rows.append(f"{sub}\t{raw}/{sub}/{sub}_1p5T.nii.gz\t{raw}/{sub}/{sub}_7T.nii.gz")
+    data, affine = load_volume(raw / "sub-03" / "sub-03_1p5T.nii.gz")
+    data[data > np.percentile(data, 90)] = np.nan
+    bad = save_volume(tmp_path / "bad_1p5T.nii.gz", data, affine)
+    before = bad.read_bytes()
+    rows.append(f"sub-03\t{bad}\t{raw}/sub-03/sub-03_7T.nii.gz")
+    (tmp_path / "samples.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "cohorts:\n  mine:\n    source: samples\n    samples: samples.tsv\n"
+        "    split: {test: [sub-02]}\n"
+    )
+    targets = [
+        str(paths.path("ingest_row", "results", cohort="mine", subject=s))
+        for s in ("sub-01", "sub-02", "sub-03")
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = snakemake(tmp_path, "--cores", "2", "--keep-going", *targets, env=env, check=False)
+    assert proc.returncode != 0
+    assert (tmp_path / targets[0]).exists() and (tmp_path / targets[1]).exists()
+    assert not (tmp_path / targets[2]).exists()
+    log = (tmp_path / "logs/mine/ingest/sub-03.log").read_text()
+    assert re.search(r"subject sub-03: .*bad_1p5T\.nii\.gz: contains \d+ NaN/inf voxels", log)
+    assert bad.read_bytes() == before  # raw input untouched

@@ -35,9 +35,9 @@ rule ingest:
         ENV
     shell:
         "sr7t ingest {params.track} "
-        "--subject {wildcards.subject} --scan-1p5t {params.scan_1p5T:q} "
-        "--scan-7t {params.scan_7T:q} --coef-1p5t {params.coef_1p5T:q} "
-        "--coef-7t {params.coef_7T:q} --out-1p5t {output.scan_1p5T:q} "
+        "--subject {wildcards.subject} --scan-1p5t={params.scan_1p5T:q} "
+        "--scan-7t={params.scan_7T:q} --coef-1p5t={params.coef_1p5T:q} "
+        "--coef-7t={params.coef_7T:q} --out-1p5t {output.scan_1p5T:q} "
         "--out-7t {output.scan_7T:q} --rows {output.rows:q} > {log:q} 2>&1"
 
 

@@ -25,8 +25,8 @@ rule gradunwarp:
     shell:
         "sr7t gradunwarp {params.track} "
         "--subject {wildcards.subject} --scan-7t {input.scan_7T:q} "
-        "--scan-1p5t {input.scan_1p5T:q} --coef-7t {params.coef_7T:q} "
-        "--coef-1p5t {params.coef_1p5T:q} --out-7t-unwarped {output.unwarped_7T:q} "
+        "--scan-1p5t {input.scan_1p5T:q} --coef-7t={params.coef_7T:q} "
+        "--coef-1p5t={params.coef_1p5T:q} --out-7t-unwarped {output.unwarped_7T:q} "
         "--out-jacobian {output.jacobian:q} --out-dispmag {output.dispmag:q} "
         "--out-qc {output.qc:q} > {log:q} 2>&1"
 
@@ -115,7 +115,7 @@ rule preprocess_qc:
         ENV
     shell:
         "sr7t preprocess-qc {params.track} "
-        "--results-root {params.results:q} --subjects {params.subjects} --demo-raw {params.truth:q} "
+        "--results-root {params.results:q} --subjects {params.subjects} --demo-raw={params.truth:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 

@@ -22,10 +22,30 @@ from sr7t import paths
 from sr7t.data.dataset import robust_scale
 from sr7t.io import load_volume, read_json
 
+# The columns a reviewer reads first (the report shows these; the TSV has every number).
+KEY_COLUMNS = [
+    "subject",
+    "qc_failed",
+    "similarity_before",
+    "similarity_after",
+    "reg_error_mean_mm_truth",
+    "reg_error_max_mm_truth",
+    "n4_7T_wm_cov_before",
+    "n4_7T_wm_cov_after",
+    "n4_bias_corr_7T_truth",
+    "gnl_present_1p5T",
+    "gnl_rmse_distorted_truth",
+    "gnl_rmse_unwarped_truth",
+]
+
 
 def _flat(prefix: str, d: dict) -> dict:
     """Numbers and flags only: paths and notes stay in each stage's own QC json."""
-    return {f"{prefix}{k}": v for k, v in d.items() if isinstance(v, (int, float, bool))}
+    return {
+        (k if k.startswith(prefix) else f"{prefix}{k}"): v
+        for k, v in d.items()
+        if isinstance(v, (int, float, bool))
+    }
 
 
 def subject_row(root: Path, cohort: str, subject: str, demo_raw: Path | None) -> dict:

@@ -106,8 +106,13 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
     if rows:
         parts.append(_table(pd.DataFrame(rows)))
 
+    from sr7t.preprocess.qc import KEY_COLUMNS
+
     parts.append("<h2>Preprocessing QC</h2>")
-    parts.append(_table(qc))
+    parts.append(_table(qc[[c for c in KEY_COLUMNS if c in qc.columns]]))
+    parts.append(
+        "<details><summary>Every column of preprocess.tsv</summary>" + _table(qc) + "</details>"
+    )
     for subject in sorted(manifest["subject"].unique()):
         png = p("reg_qc_png", subject=subject)
         if png.exists():
