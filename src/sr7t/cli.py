@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -419,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigterm(signum, frame):
+    print("sr7t: SIGTERM (SLURM time limit or scancel): stopping", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -430,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     from sr7t.errors import ScanError
     from sr7t.tracking import job_run
 
+    # SLURM ends a job at its time limit (or scancel) with SIGTERM: turn it into
+    # KeyboardInterrupt so job_run marks the MLflow run KILLED instead of leaving it RUNNING.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     wildcards = dict(w.split("=", 1) for w in args.wildcard)
     rule = args.rule or args.command
     try:

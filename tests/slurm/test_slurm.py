@@ -246,7 +246,7 @@ def test_the_rerun_resumed_the_teacher_and_its_models_load(slurm_run):
 
     _, (second, jobs2) = slurm_run["runs"]
     assert second.returncode == 0, second.stderr[-8000:]
-    assert {j["rule"] for j in jobs2} == {"teacher", "distill_stage"}
+    assert {j["rule"] for j in jobs2.values()} == {"teacher", "distill_stage"}
     assert all(j["state"] == "COMPLETED" for j in jobs2.values())
     root = slurm_run["work"] / "results"
     info = json.loads(paths.path("model_summary", root, cohort=COHORT, model="teacher").read_text())
