@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# ITK sizes its thread pool at the first ANTs filter of a process and never again; one thread
+# for the whole test session keeps registrations bit-for-bit repeatable (as each workflow
+# job is: it runs in its own process with `threads: 1`), whatever test runs first.
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -153,7 +153,7 @@ def cmd_preprocess_qc(a, tracker):
 
 
 def cmd_dataset(a, tracker):
-    from sr7t.data.dataset import build_subject_arrays
+    from sr7t.data.dataset import build_subject_arrays, save_guidance_figure
 
     summary = build_subject_arrays(
         a.reg_1p5t,
@@ -168,6 +168,7 @@ def cmd_dataset(a, tracker):
         subject=a.subject,
     )
     tracker.log_params(summary)
+    tracker.log_figure(save_guidance_figure(a.out, a.out_png, a.subject))
 
 
 def cmd_train_teacher(a, tracker):
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         "native-1p5t",
         "mask",
         "out",
+        "out-png",
     ):
         s.add_argument(f"--{name}", required=True)
     s.add_argument("--target", default="")

@@ -44,6 +44,7 @@ TEMPLATES: dict[str, str] = {
     "preprocess_qc": "{cohort}/qc/preprocess.tsv",
     # training data
     "dataset_subject": "{cohort}/dataset/{subject}.npz",
+    "dataset_qc_png": "{cohort}/dataset/{subject}_guidance.png",
     # models: teacher, student_stage1..K
     "model": "{cohort}/models/{model}/model.pt",
     "model_checkpoints": "{cohort}/models/{model}/checkpoints",

@@ -130,7 +130,8 @@ rule dataset:
         mask=out("n4_mask", field="7T"),
         target=out("n4_corrected", field="7T"),
     output:
-        out("dataset_subject"),
+        npz=out("dataset_subject"),
+        png=out("dataset_qc_png"),
     params:
         track=track("dataset"),
     log:
@@ -143,4 +144,4 @@ rule dataset:
         "--reg-bias {input.reg_bias:q} --reg-jacobian {input.reg_jacobian:q} "
         "--reg-dispmag {input.reg_dispmag:q} --gnl-qc {input.gnl_qc:q} "
         "--native-1p5t {input.native_1p5T:q} --mask {input.mask:q} --target {input.target:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--out {output.npz:q} --out-png {output.png:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ rule report:
         preprocess_qc=out("preprocess_qc"),
         manifest=out("manifest"),
         reg_png=per_subject("reg_qc_png"),
+        guidance_png=per_subject("dataset_qc_png"),
         summaries=expand(
             out("model_summary", model="{model}"), model=LEARNED_MODELS, allow_missing=True
         ),

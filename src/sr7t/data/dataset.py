@@ -117,3 +117,53 @@ def load_subject_arrays(path: str | Path) -> dict:
         out = {k: z[k] for k in z.files}
     out["channels"] = [str(c) for c in out["channels"]]
     return out
+
+
+GUIDANCE_PANELS = (
+    ("t1_1p5T", "1.5T on the 7T grid", "gray", (0.0, 1.2)),
+    ("log_bias_1p5T", "1.5T log bias field", "coolwarm", None),
+    ("gnl_jacobian_1p5T", "GNL Jacobian - 1", "coolwarm", None),
+    ("gnl_dispmag_1p5T", "GNL displacement (mm)", "viridis", None),
+)
+
+
+def save_guidance_figure(npz: str | Path, out_png: str | Path, subject: str = "?") -> Path:
+    """QC reportlet: a coronal mid-slice of the 1.5T input, each guidance map and the 7T."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arrays = load_subject_arrays(npz)
+    channels = arrays["channels"]
+    y = arrays["mask"].shape[1] // 2
+    brain = arrays["mask"][:, y, :] > 0
+    panels = [
+        (arrays["condition"][channels.index(n)][:, y, :], t, c, r) for n, t, c, r in GUIDANCE_PANELS
+    ]
+    if "target" in arrays:
+        panels.append((arrays["target"][:, y, :], "7T target (corrected)", "gray", (0.0, 1.2)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 3.3), dpi=80)
+    for ax, (img, title, cmap, rng) in zip(axes, panels, strict=True):
+        if rng is None:  # symmetric or data range, from the brain only
+            vals = img[brain] if brain.any() else img.ravel()
+            lo, hi = float(vals.min()), float(vals.max())
+            if cmap == "coolwarm":
+                hi = max(abs(lo), abs(hi), 1e-6)
+                lo = -hi
+            rng = (lo, hi)
+        im = ax.imshow(np.rot90(img), cmap=cmap, vmin=rng[0], vmax=rng[1])
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    present = bool(arrays["condition"][channels.index("gnl_present")].max() > 0)
+    fig.suptitle(
+        f"{subject}: model inputs, coronal slice {y}"
+        + ("" if present else " (no GNL coefficient file: maps absent)"),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return Path(out_png)

@@ -114,9 +114,17 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
         "<details><summary>Every column of preprocess.tsv</summary>" + _table(qc) + "</details>"
     )
     for subject in sorted(manifest["subject"].unique()):
-        png = p("reg_qc_png", subject=subject)
-        if png.exists():
-            parts.append(_figure(png.read_bytes(), f"{subject}: registered 1.5T on its 7T."))
+        for name, caption in (
+            ("reg_qc_png", "registered 1.5T on its 7T (checkerboard: edges should continue)."),
+            (
+                "dataset_qc_png",
+                "what the model sees: the 1.5T, its N4 bias field and GNL "
+                "maps (all on the 7T grid), and the corrected 7T target.",
+            ),
+        ):
+            png = p(name, subject=subject)
+            if png.exists():
+                parts.append(_figure(png.read_bytes(), f"{subject}: {caption}"))
 
     parts.append("<h2>Warnings and errors</h2>")
     warnings = metrics[metrics["warning"].astype(str) != ""]
