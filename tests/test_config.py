@@ -46,9 +46,16 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(cfg) != config_hash(again)
 
 
-def test_gpu_config_validates_on_top_of_the_default():
+@pytest.mark.parametrize(
+    "name, key, expected",
+    [
+        ("gpu.yaml", ("distill", "stages"), 4),
+        ("ablation_no_guidance.yaml", ("teacher", "use_guidance"), False),
+    ],
+)
+def test_other_configs_validate_on_top_of_the_default(name, key, expected):
     cfg = default_config()
-    gpu = yaml.safe_load((REPO / "config/gpu.yaml").read_text())
-    for key, value in gpu.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    assert validate(cfg, SCHEMA)["distill"]["stages"] == 4
+    extra = yaml.safe_load((REPO / "config" / name).read_text())
+    for k, value in extra.items():
+        cfg[k] = {**cfg.get(k, {}), **value} if isinstance(value, dict) else value
+    assert validate(cfg, SCHEMA)[key[0]][key[1]] == expected

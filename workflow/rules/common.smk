@@ -26,7 +26,6 @@ GPU = 1 if config["use_gpu"] else 0
 ENV = "../../envs/sr7t.yaml"
 
 
-
 wildcard_constraints:
     cohort="|".join(COHORTS),
     subject=r"[A-Za-z0-9][A-Za-z0-9._-]*",
