@@ -178,7 +178,14 @@ def cmd_train_teacher(a, tracker):
     cfg = json.loads(a.cfg)
     tracker.log_params(cfg)
     summary = train_teacher(
-        a.train, a.val, cfg, a.out, a.checkpoints, metrics_cb=tracker.log_metrics, device=a.device
+        a.train,
+        a.val,
+        cfg,
+        a.out,
+        a.checkpoints,
+        metrics_cb=tracker.log_metrics,
+        device=a.device,
+        artifact_cb=tracker.log_figure,
     )
     write_json(a.summary, summary)
     tracker.log_metrics(_numbers(summary))
@@ -201,6 +208,7 @@ def cmd_distill(a, tracker):
         a.checkpoints,
         metrics_cb=tracker.log_metrics,
         device=a.device,
+        artifact_cb=tracker.log_figure,
     )
     write_json(a.summary, summary)
     tracker.log_metrics(_numbers(summary))

@@ -25,7 +25,7 @@ def test_loss_decreases_on_tiny_problem(files, tmp_path):
     cfg = tiny_config(
         teacher={"train_steps": 80, "checkpoint_every": 1000, "log_every": 20, "val_every": 40}
     )
-    logged = []
+    logged, images = [], []
     summary = train_teacher(
         files[:2],
         files[2:],
@@ -33,6 +33,7 @@ def test_loss_decreases_on_tiny_problem(files, tmp_path):
         tmp_path / "m.pt",
         tmp_path / "ck",
         metrics_cb=lambda rec, step: logged.append((step, rec)),
+        artifact_cb=images.append,
     )
     losses = [r["loss"] for _, r in logged if "loss" in r]
     vals = [r["val_loss"] for _, r in logged if "val_loss" in r]
@@ -46,6 +47,17 @@ def test_loss_decreases_on_tiny_problem(files, tmp_path):
     assert meta["channels"][0] == "t1_1p5T" and meta["slice_axis"] == [1]
     assert meta["trained_slice_mm"] == [4.0, 8.0] and meta["residual_scale"] > 0
     assert meta["architecture"]["n_condition"] == 3 + 4
+    # a validation sample image every val_every steps and at the end
+    assert [p.name for p in images] == [f"teacher_step_{k:08d}.png" for k in (40, 80)]
+    assert all(p.stat().st_size > 1000 for p in images)
+    # final whole-volume scores at both ends of the training range, logged and summarised
+    for r in ("4", "8"):
+        assert 5 < summary[f"val_psnr_{r}mm"] < 60 and 0 < summary[f"val_ssim_{r}mm"] <= 1
+        assert summary[f"seconds_per_volume_{r}mm"] > 0
+    assert any("val_psnr_4mm" in rec for _, rec in logged)
+    # inference cost travels with the model
+    assert meta["evaluations_per_slice"] == 4
+    assert meta["macs_per_slice"] == 4 * meta["macs_per_evaluation"] > 0
 
 
 class Crash(RuntimeError):

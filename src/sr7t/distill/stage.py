@@ -35,8 +35,9 @@ from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
 DISTILL_DEFAULTS: dict = {
     **LOOP_DEFAULTS,
     "stages": 2,
-    "steps_per_stage": 500,
+    "steps_per_stage": 500,  # one number for every stage, or a list (one per stage)
     "channels": [16, 32, 32],  # one list for every stage, or a list of lists (one per stage)
+    "attention_levels": None,  # None: the parent's; else as channels
     "feature_weight": 0.1,  # one number, or a list (one per stage)
 }
 
@@ -137,16 +138,21 @@ class DistillTrainer(DiffusionTrainer):
 
     @property
     def total_steps(self) -> int:
-        return int(self.cfg["steps_per_stage"])
+        return int(per_stage(self.cfg["steps_per_stage"], self.stage, False))
 
     def build_trainable(self, n_condition: int) -> nn.Module:
         parent_arch = self.parent.arch
         if n_condition != parent_arch["n_condition"]:
             raise ValueError(f"condition has {n_condition} channels, parent expects {parent_arch}")
         channels = [int(c) for c in per_stage(self.cfg["channels"], self.stage, True)]
+        attention = self.cfg.get("attention_levels")
+        if attention is None:
+            attention = parent_arch["attention_levels"]
+        attention = [bool(a) for a in per_stage(attention, self.stage, True)]
         arch = {
             **parent_arch,
             "channels": channels,
+            "attention_levels": attention,
             "norm_num_groups": _norm_groups(channels, parent_arch["norm_num_groups"]),
         }
         student = Denoiser(n_condition, arch)
@@ -203,6 +209,7 @@ def distill_stage(
     checkpoint_dir: str | Path,
     metrics_cb=None,
     device=None,
+    artifact_cb=None,
 ) -> dict:
     """Distil ``parent_model`` into a student sampling in half its steps; write its bundle.
 
@@ -210,14 +217,24 @@ def distill_stage(
     :func:`~sr7t.models.bundle.load_bundle`. ``stage``: 1-based index (stage 1's parent is the
     teacher). ``cfg``: the whole config; ``data.patch_size`` / ``data.train_slice_mm`` and the
     ``distill`` section are read (defaults :data:`DISTILL_DEFAULTS`); the student's width is
-    ``distill.channels`` (this stage's entry); it starts from the parent's weights when the
-    architecture is the same, else from scratch. Checkpointing, resume, EMA, metrics and DDP
+    ``distill.channels`` (this stage's entry), its self-attention ``distill.attention_levels``
+    (None: the parent's), its training steps ``distill.steps_per_stage`` (a number or one per
+    stage); it starts from the parent's weights when the architecture is the same, else from
+    scratch. Checkpointing, resume, EMA, metrics and DDP
     are those of :func:`~sr7t.train.teacher.train_teacher`.
 
     Returns the summary dict of the teacher plus ``loss_v``/``loss_feature`` in
     ``final_losses``.
     """
     trainer = DistillTrainer(
-        parent_model, stage, train_files, val_files, cfg, checkpoint_dir, metrics_cb, device
+        parent_model,
+        stage,
+        train_files,
+        val_files,
+        cfg,
+        checkpoint_dir,
+        metrics_cb,
+        device,
+        artifact_cb,
     )
     return trainer.run(out_model)

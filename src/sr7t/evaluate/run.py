@@ -34,6 +34,7 @@ METRIC_COLUMNS = [
     "data_range",
     "sampling_steps",
     "params",
+    "macs_per_slice",
     "warning",
 ]
 BASELINE_ORDER = {"trilinear": 1, "bspline": 3}
@@ -66,6 +67,50 @@ def baseline_prediction(arrays: dict, slice_mm: float, order: int) -> np.ndarray
     )
 
 
+def scaled_reference(arrays: dict) -> np.ndarray:
+    """The corrected 7T divided by its own 99th percentile in the brain mask."""
+    target = arrays["target"]
+    return target / robust_scale(target, arrays["mask"])
+
+
+def predict_scaled(
+    model_name: str,
+    model,
+    meta: dict | None,
+    arrays: dict,
+    slice_mm: float,
+    batch_size: int = 16,
+    device=None,
+    progress: bool = True,
+) -> tuple[np.ndarray, float, float, str]:
+    """One prediction at input slice spacing ``slice_mm``, masked and scaled like the reference.
+
+    ``model`` None: the interpolation baseline ``model_name``. ``arrays``: a subject as
+    :func:`~sr7t.data.dataset.load_subject_arrays` returns it (``condition``, ``mask``,
+    ``spacing_mm``, ``native_slice_mm``). Returns ``(prediction / its in-mask 99th percentile,
+    effective slice spacing in mm, seconds, out-of-range warning or "")``.
+    """
+    warning = ""
+    t0 = time.perf_counter()
+    if model is None:
+        pred = baseline_prediction(arrays, slice_mm, BASELINE_ORDER[model_name])
+        effective = max(float(slice_mm), float(arrays["native_slice_mm"]))
+    else:
+        from sr7t.models.predict import check_input_spacing, predict_volume
+
+        cond, effective = degrade_condition(arrays, slice_mm)
+        warning = check_input_spacing(meta, effective) or ""
+        if warning:
+            log.warning("%s: %s", model_name, warning)
+        pred = predict_volume(
+            model, meta, cond, batch_size=batch_size, device=device, progress=progress
+        )
+    seconds = time.perf_counter() - t0
+    mask = arrays["mask"]
+    pred = np.where(mask > 0, pred, 0.0).astype(np.float32)
+    return pred / robust_scale(pred, mask), effective, seconds, warning
+
+
 def evaluate_model(
     model_name: str,
     model_file: str | None,
@@ -94,27 +139,17 @@ def evaluate_model(
         subject = Path(test_file).name.removesuffix(".npz")
         if "target" not in arrays:
             raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
-        mask, target = arrays["mask"], arrays["target"]
-        reference = target / robust_scale(target, mask)
+        mask = arrays["mask"]
+        reference = scaled_reference(arrays)
         for res in resolutions_mm:
-            warning = ""
-            t0 = time.perf_counter()
+            scaled, effective, seconds, warning = predict_scaled(
+                model_name, model, meta, arrays, res, batch_size, device
+            )
             if model is None:
-                pred = baseline_prediction(arrays, res, BASELINE_ORDER[model_name])
-                effective = max(float(res), float(arrays["native_slice_mm"]))
-                steps, n_params = 0, 0
+                steps, n_params, macs = 0, 0, 0
             else:
-                from sr7t.models.predict import check_input_spacing, predict_volume
-
-                cond, effective = degrade_condition(arrays, res)
-                warning = check_input_spacing(meta, effective) or ""
-                if warning:
-                    log.warning("%s %s: %s", model_name, subject, warning)
-                pred = predict_volume(model, meta, cond, batch_size=batch_size, device=device)
                 steps, n_params = int(meta["sampling_steps"]), int(meta["param_count"])
-            seconds = time.perf_counter() - t0
-            pred = np.where(mask > 0, pred, 0.0).astype(np.float32)
-            scaled = pred / robust_scale(pred, mask)
+                macs = int(meta.get("macs_per_slice", 0))
             save_volume(
                 pred_pattern.format(subject=subject, resolution_mm=f"{res:g}"),
                 scaled,
@@ -131,6 +166,7 @@ def evaluate_model(
                     "input_slice_mm": effective,
                     "sampling_steps": steps,
                     "params": n_params,
+                    "macs_per_slice": macs,
                     "warning": warning,
                 }
             )

@@ -91,11 +91,38 @@ def predict_volume(
         for first in range(0, n, batch_size):
             idx = np.arange(first, min(first + batch_size, n))
             cond = torch.from_numpy(condition_planes(t1, guidance, axis, idx, context))
-            cond = F.pad(cond, (0, pw, 0, ph)).to(device)
-            x0 = ddim_sample(model, cond, steps, noise=noise_all[idx])
-            residual[idx] = x0[:, 0, :h, :w].float().cpu().numpy() * scale
+            x0 = _sample_padded(model, cond, steps, noise_all[idx], device)
+            residual[idx] = x0 * scale
             bar.update(len(idx))
         # (N, A, Z) back to (X, Y, Z)
         out += np.moveaxis(residual, 0, axis)
     bar.close()
     return (t1 + out / len(axes)).astype(np.float32)
+
+
+def _sample_padded(model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device):
+    """DDIM on planes ``cond`` (N, C, H, W) zero-padded to the UNet's size multiple (``noise``
+    is already padded); returns the scaled residual (N, H, W) as float32 numpy."""
+    h, w = cond.shape[-2:]
+    mult = model.size_multiple
+    cond = F.pad(cond, (0, (-w) % mult, 0, (-h) % mult)).to(device)
+    x0 = ddim_sample(model, cond, steps, noise=noise)
+    return x0[:, 0, :h, :w].float().cpu().numpy()
+
+
+@torch.no_grad()
+def predict_plane(
+    model: Denoiser, meta: dict, condition: np.ndarray, axis: int, index: int, seed: int = 0
+) -> np.ndarray:
+    """Super-resolve the single plane ``index`` along ``axis`` (0 or 1) of ``condition``
+    (C, X, Y, Z, as for :func:`predict_volume`). Returns float32 (A, Z) in normalised 7T units
+    (for monitoring; the noise differs from a whole-volume prediction's)."""
+    device = next(model.parameters()).device
+    t1, guidance = _select_channels(meta, np.asarray(condition, dtype=np.float32))
+    cond = torch.from_numpy(condition_planes(t1, guidance, axis, [index], meta["context_slices"]))
+    mult = model.size_multiple
+    h, w = cond.shape[-2:]
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn((1, 1, h + (-h) % mult, w + (-w) % mult), generator=gen)
+    residual = _sample_padded(model, cond, int(meta["sampling_steps"]), noise, device)
+    return np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])

@@ -1,7 +1,8 @@
 """Training machinery shared by the teacher and every distillation stage.
 
 :class:`DiffusionTrainer` owns the loop: device and DDP set-up, deterministic batches, AdamW,
-warm-up + cosine learning rate, EMA weights, gradient clipping, bf16 autocast on CUDA,
+warm-up + cosine learning rate, EMA weights, gradient clipping, bf16/fp16 autocast on CUDA
+(fp16 with a gradient scaler),
 checkpoints that resume bit-exactly, tqdm progress, metrics callbacks and validation. A
 variant (the distillation stage) is a subclass overriding :meth:`build_trainable`,
 :meth:`loss` and :meth:`meta`.
@@ -43,6 +44,7 @@ from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
 from sr7t.models.diffusion import Denoiser, param_count
 
 CHECKPOINT_GLOB = "step_*.pt"
+COST_KEYS = ("params", "evaluations_per_slice", "macs_per_evaluation", "macs_per_slice")
 KEEP_CHECKPOINTS = 2
 
 # Keys shared by the teacher and distill sections (their defaults live with each trainer).
@@ -57,6 +59,8 @@ LOOP_DEFAULTS: dict = {
     "log_every": 25,
     "val_every": 500,
     "val_examples": 64,
+    "sample_every": None,  # None: every val_every steps; a sample image to MLflow
+    "val_slice_mm": None,  # None: both ends of data.train_slice_mm; final volume scores
     "amp": "bf16",
     "seed": 0,
 }
@@ -181,11 +185,13 @@ class DiffusionTrainer:
         checkpoint_dir,
         metrics_cb=None,
         device=None,
+        artifact_cb=None,
     ):
         self.data_cfg = {**DATA_DEFAULTS, **(cfg.get("data") or {})}
         self.cfg = {**LOOP_DEFAULTS, **self.defaults, **(cfg.get(self.section) or {})}
         self.checkpoint_dir = Path(checkpoint_dir)
         self.metrics_cb = metrics_cb
+        self.artifact_cb = artifact_cb
         self.device, self.rank, self.world, self._own_pg = resolve_device(device)
         self.train_subjects = [load_subject(f) for f in train_files]
         self.val_subjects = [load_subject(f) for f in (val_files or [])]
@@ -267,9 +273,19 @@ class DiffusionTrainer:
         x0 = (batch["target"] - batch["base"]).to(self.device) / self.residual_scale
         return x0, cond
 
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype: bf16 or fp16 on CUDA as configured; None (float32) on CPU."""
+        amp = str(self.cfg["amp"]).lower()
+        if self.device.type != "cuda" or amp not in ("bf16", "fp16"):
+            return None
+        return torch.float16 if amp == "fp16" else torch.bfloat16
+
     def autocast(self):
-        on = self.device.type == "cuda" and str(self.cfg["amp"]).lower() == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+        dtype = self.amp_dtype
+        return torch.autocast(
+            device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+        )
 
     def lr_lambda(self, step: int) -> float:
         total = max(self.total_steps, 1)
@@ -293,6 +309,8 @@ class DiffusionTrainer:
         params = [p for p in trainable.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_lambda)
+        # fp16 needs loss scaling against underflow; bf16 and float32 do not (pass-through).
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         start = 0
         ckpt = latest_checkpoint(self.checkpoint_dir)
@@ -307,6 +325,8 @@ class DiffusionTrainer:
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            if "grad_scaler" in state:
+                scaler.load_state_dict(state["grad_scaler"])
             _set_rng_state(state["rng"])
             start = int(state["step"])
             if self.rank == 0:
@@ -342,10 +362,12 @@ class DiffusionTrainer:
             gen = step_generator(seed, step, self.rank)
             loss, parts = self.loss(module, batch, gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg["grad_clip"]:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             ema.update(trainable)
             step += 1
@@ -356,7 +378,7 @@ class DiffusionTrainer:
             bar.update(1)
 
             if step % int(cfg["checkpoint_every"]) == 0 or step == total:
-                self.save_checkpoint(step, trainable, ema, opt, sched)
+                self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
             if step % int(cfg["log_every"]) == 0 or step == total:
                 now = time.perf_counter()
                 history = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
@@ -371,14 +393,19 @@ class DiffusionTrainer:
                     self.metrics_cb(record, step)
             if self.val_subjects and step % int(cfg["val_every"]) == 0 and step != total:
                 self.report_val(ema, step)
+            if step % self.sample_every == 0 or step == total:
+                self.report_sample(ema, step)
         bar.close()
         seconds = time.perf_counter() - t0
         if self.val_subjects:
             val_loss = self.report_val(ema, step)
         model = self.denoiser(ema.module)
         meta = self.meta()
+        scores: dict[str, float] = {}
         if self.rank == 0:
+            meta.update(self.cost(model))
             save_bundle(out_model, model, meta)
+            scores = self.report_volume_scores(model, meta, step)
         if self.world > 1:
             dist.barrier()
             if self._own_pg:
@@ -394,11 +421,13 @@ class DiffusionTrainer:
             "examples_per_s": examples / max(seconds, 1e-9),
             "param_count": param_count(model),
             "sampling_steps": meta["sampling_steps"],
+            **{k: meta[k] for k in COST_KEYS if k in meta},
+            **scores,
             "device": str(self.device),
             "world_size": self.world,
         }
 
-    def save_checkpoint(self, step, trainable, ema, opt, sched) -> None:
+    def save_checkpoint(self, step, trainable, ema, opt, sched, scaler) -> None:
         if self.rank == 0:
             state = {
                 "step": step,
@@ -406,6 +435,7 @@ class DiffusionTrainer:
                 "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                "grad_scaler": scaler.state_dict(),
                 "rng": _rng_state(),
                 "architecture": plain(self.denoiser(trainable).arch),
                 "kind": self.kind,
@@ -431,6 +461,46 @@ class DiffusionTrainer:
             losses.append(float(loss) * batch["cond"].shape[0])
         module.train(was_training)
         return float(np.sum(losses) / n)
+
+    @property
+    def sample_every(self) -> int:
+        every = self.cfg.get("sample_every") or self.cfg["val_every"]
+        return max(int(every), 1)
+
+    def val_slice_mm(self) -> list[float]:
+        chosen = self.cfg.get("val_slice_mm")
+        return [float(v) for v in (chosen or self.data_cfg["train_slice_mm"])]
+
+    def cost(self, model: Denoiser) -> dict:
+        """Inference cost on this cohort's planes (:func:`sr7t.models.cost.inference_cost`)."""
+        from sr7t.models.cost import inference_cost
+
+        shape = self.train_subjects[0].t1.shape
+        axis = self.axes[0]
+        return inference_cost(model, self.sampling_steps, (shape[1 - axis], shape[2]))
+
+    def report_sample(self, ema: EMA, step: int) -> None:
+        """A validation sample image at ``step`` (EMA weights) to ``artifact_cb``."""
+        if self.rank != 0 or not self.val_subjects or self.artifact_cb is None:
+            return
+        from sr7t.train.monitor import save_sample_figure
+
+        model = self.denoiser(ema.module)
+        png = self.checkpoint_dir / "samples" / f"{self.kind}_step_{step:08d}.png"
+        meta = {**self.meta(), "kind": self.kind}
+        save_sample_figure(model, meta, self.val_subjects[0], self.val_slice_mm()[-1], step, png)
+        self.artifact_cb(png)
+
+    def report_volume_scores(self, model: Denoiser, meta: dict, step: int) -> dict[str, float]:
+        """Final whole-volume PSNR/SSIM and seconds per volume on the validation subjects."""
+        if not self.val_subjects or any(s.target is None for s in self.val_subjects):
+            return {}
+        from sr7t.train.monitor import volume_scores
+
+        scores = volume_scores(model, meta, self.val_subjects, self.val_slice_mm())
+        if self.metrics_cb is not None:
+            self.metrics_cb(scores, step)
+        return scores
 
     def report_val(self, ema: EMA, step: int) -> float | None:
         if self.rank != 0:

@@ -32,6 +32,7 @@ def train_teacher(
     checkpoint_dir: str | Path,
     metrics_cb=None,
     device=None,
+    artifact_cb=None,
 ) -> dict:
     """Train the teacher and write its EMA weights as a bundle to ``out_model``.
 
@@ -40,10 +41,16 @@ def train_teacher(
     :data:`TEACHER_DEFAULTS`). If ``checkpoint_dir`` holds a checkpoint, training resumes
     from it exactly. ``metrics_cb(dict, step)`` gets ``loss``, ``lr``, ``examples_per_s`` every
     ``log_every`` steps and ``val_loss`` every ``val_every`` steps. ``device`` None: CUDA if
-    available, else CPU; under torchrun (WORLD_SIZE > 1) DDP is used.
+    available, else CPU; under torchrun (WORLD_SIZE > 1) DDP is used. ``artifact_cb(path)`` gets
+    a validation sample image (PNG) every ``sample_every`` steps. At the end the model is
+    scored on whole validation volumes at ``val_slice_mm`` (``val_psnr_<r>mm``, ...).
 
     Returns a summary dict: ``steps``, ``final_loss``, ``final_losses``, ``val_loss``,
-    ``seconds``, ``examples_per_s``, ``param_count``, ``sampling_steps``, ``device``.
+    ``seconds``, ``examples_per_s``, ``param_count``, ``sampling_steps``, the inference cost
+    (``params``, ``evaluations_per_slice``, ``macs_per_evaluation``, ``macs_per_slice``), the
+    volume scores, ``device``.
     """
-    trainer = TeacherTrainer(train_files, val_files, cfg, checkpoint_dir, metrics_cb, device)
+    trainer = TeacherTrainer(
+        train_files, val_files, cfg, checkpoint_dir, metrics_cb, device, artifact_cb
+    )
     return trainer.run(out_model)
