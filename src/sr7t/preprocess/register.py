@@ -17,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,26 @@ class RegistrationResult:
         return self.similarity_after < self.similarity_before
 
 
+@contextmanager
+def _ants_seed(seed: int):
+    """Make antsRegistration's random metric sampling repeatable.
+
+    antspyx 0.6 ignores ``registration(random_seed=...)`` and passes ``--random-seed`` only
+    from its module-level ``ants.config._random_seed`` (measured: without it, two Rigid runs
+    on the same pair differed by up to 0.06 in the matrix). Set it for the call, then restore.
+    """
+    config = getattr(ants, "config", None)
+    if config is None or not hasattr(config, "_random_seed"):
+        yield
+        return
+    before = config._random_seed
+    config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        config._random_seed = before
+
+
 def register_1p5t_to_7t(
     moving: np.ndarray,
     moving_affine: np.ndarray,
@@ -112,48 +133,52 @@ def register_1p5t_to_7t(
         0.5 * s * spacing if i < len(shrink) - 1 else 0.0 for i, s in enumerate(shrink)
     )
     workdir = tempfile.mkdtemp(prefix="sr7t_reg_")
-    initial: list[str] | None = None
-    stages: list[str] = []
-    files: list[str] = []
-    for k, kind in enumerate(transforms):
-        if kind not in ITERATIONS and kind != "Translation":
-            raise ValueError(f"unknown transform {kind!r}; use Translation/Rigid/Similarity/Affine")
-        iters = ITERATIONS.get(kind, ITERATIONS["Rigid"])[-len(shrink) :]
-        reg = ants.registration(
-            fixed=fixed_img,
-            moving=moving_img,
-            type_of_transform=kind,
-            initial_transform=initial,
-            outprefix=str(Path(workdir) / f"stage{k}_"),
-            mask=metric_mask,
-            mask_all_stages=True,
-            aff_metric="mattes",
-            aff_sampling=32,
-            aff_random_sampling_rate=0.25,
-            aff_iterations=tuple(iters),
-            aff_shrink_factors=tuple(shrink),
-            aff_smoothing_sigmas=tuple(round(s, 3) for s in smoothing),
-            smoothing_in_mm=True,
-            random_seed=str(int(seed) + 1),  # ANTs treats seed 0 as "use the clock"
-        )
-        files = list(reg["fwdtransforms"])
-        # antsRegistration collapses the initial transform into its output (-z 1), so the
-        # newest file alone is the whole linear map so far.
-        initial = files
-        stages.append(kind)
-    world = _world_matrix_from_ants(files)
-    if syn:
-        reg = ants.registration(
-            fixed=fixed_img,
-            moving=moving_img,
-            type_of_transform="SyNOnly",
-            initial_transform=files,
-            outprefix=str(Path(workdir) / "syn_"),
-            mask=metric_mask,
-            random_seed=str(int(seed) + 1),  # ANTs treats seed 0 as "use the clock"
-        )
-        files = list(reg["fwdtransforms"])
-        stages.append("SyN")
+    # ANTs treats seed 0 as "use the clock"
+    with _ants_seed(int(seed) + 1):
+        initial: list[str] | None = None
+        stages: list[str] = []
+        files: list[str] = []
+        for k, kind in enumerate(transforms):
+            if kind not in ITERATIONS and kind != "Translation":
+                raise ValueError(
+                    f"unknown transform {kind!r}; use Translation/Rigid/Similarity/Affine"
+                )
+            iters = ITERATIONS.get(kind, ITERATIONS["Rigid"])[-len(shrink) :]
+            reg = ants.registration(
+                fixed=fixed_img,
+                moving=moving_img,
+                type_of_transform=kind,
+                initial_transform=initial,
+                outprefix=str(Path(workdir) / f"stage{k}_"),
+                mask=metric_mask,
+                mask_all_stages=True,
+                aff_metric="mattes",
+                aff_sampling=32,
+                aff_random_sampling_rate=0.25,
+                aff_iterations=tuple(iters),
+                aff_shrink_factors=tuple(shrink),
+                aff_smoothing_sigmas=tuple(round(s, 3) for s in smoothing),
+                smoothing_in_mm=True,
+                random_seed=str(int(seed) + 1),  # antspyx < 0.6 (see _ants_seed)
+            )
+            files = list(reg["fwdtransforms"])
+            # antsRegistration collapses the initial transform into its output (-z 1), so the
+            # newest file alone is the whole linear map so far.
+            initial = files
+            stages.append(kind)
+        world = _world_matrix_from_ants(files)
+        if syn:
+            reg = ants.registration(
+                fixed=fixed_img,
+                moving=moving_img,
+                type_of_transform="SyNOnly",
+                initial_transform=files,
+                outprefix=str(Path(workdir) / "syn_"),
+                mask=metric_mask,
+                random_seed=str(int(seed) + 1),  # antspyx < 0.6 (see _ants_seed)
+            )
+            files = list(reg["fwdtransforms"])
+            stages.append("SyN")
 
     before = mutual_information(
         fixed, _resample_world(moving, moving_affine, fixed, fixed_affine, np.eye(4)), fixed_mask
