@@ -37,13 +37,14 @@ def test_two_stages_halve_steps_and_shrink(teacher):
         root / "ck1",
         metrics_cb=lambda rec, step: log.append(rec),
     )
-    assert {"loss_v", "loss_feature"} <= set(s1["final_losses"])
+    assert {"loss_v", "loss_feature", "loss_data"} <= set(s1["final_losses"])
     assert s1["val_loss"] is not None and torch.isfinite(torch.tensor(s1["val_loss"]))
     cfg2 = tiny_config(
         distill={
             "channels": [[8, 8], [8, 8]],
             "steps_per_stage": [6, 4],
             "attention_levels": [[False, False], [False, True]],
+            "data_weight": [0.0, 0.5],
         }
     )
     s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
@@ -57,6 +58,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta1["channels"] == tm["channels"] and meta1["residual_scale"] == tm["residual_scale"]
     assert s2["steps"] == 4 and s1["sampling_steps"] == 2
     assert meta2["architecture"]["attention_levels"] == [False, True]
+    assert meta1["data_weight"] == 0.0 and meta2["data_weight"] == 0.5
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
     # the cost of each stage travels with it: fewer steps and a narrower net, fewer MACs
     assert meta2["macs_per_slice"] < meta1["macs_per_slice"] < tm["macs_per_slice"]

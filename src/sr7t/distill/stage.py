@@ -11,6 +11,8 @@ expressed as a v target ``v~ = (alpha_t x_t - x0~) / sigma_t`` (v-MSE = "SNR+1" 
 the x0 error). Feature guidance adds ``feature_weight`` times the mean over layers of the
 normalised MSE between the parent's middle/decoder feature maps (hooked during its first
 pass at ``(x_t, t)``) and the student's, mapped to the parent's widths by 1x1 convolutions.
+``data_weight`` adds the ordinary diffusion loss against the real 7T at the same ``x_t``
+(knowledge distillation with the hard labels kept; 0 is pure progressive distillation).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sr7t.models.diffusion import (
     capture_features,
     ddim_step,
     q_sample,
+    v_target,
 )
 from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
 
@@ -39,6 +42,7 @@ DISTILL_DEFAULTS: dict = {
     "channels": [16, 32, 32],  # one list for every stage, or a list of lists (one per stage)
     "attention_levels": None,  # None: the parent's; else as channels
     "feature_weight": 0.1,  # one number, or a list (one per stage)
+    "data_weight": 0.0,  # one number, or a list (one per stage)
 }
 
 
@@ -134,6 +138,7 @@ class DistillTrainer(DiffusionTrainer):
         self.residual_scale = float(pm["residual_scale"])
         self.sampling_steps = int(pm["sampling_steps"]) // 2
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
+        self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
 
     @property
@@ -180,8 +185,13 @@ class DistillTrainer(DiffusionTrainer):
             torch.mean((f.float() - p) ** 2) / (torch.mean(p**2) + 1e-6)
             for f, p in zip(feats, parent_feats, strict=True)
         ) / len(feats)
-        loss = loss_v + self.feature_weight * loss_f
-        return loss, {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
+        # Hinton-style knowledge distillation keeps the hard labels too: the ordinary diffusion
+        # loss against the real 7T at the same x_t (its optimum is the posterior mean, which is
+        # what a few-step sampler's first step should predict).
+        loss_data = torch.mean((v.float() - v_target(x0, t, noise)) ** 2)
+        loss = loss_v + self.feature_weight * loss_f + self.data_weight * loss_data
+        parts = {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
+        return loss, parts | {"loss_data": loss_data.detach()}
 
     def meta(self) -> dict:
         meta = super().meta()
@@ -191,6 +201,7 @@ class DistillTrainer(DiffusionTrainer):
             parent=pm["kind"],
             parent_param_count=pm.get("param_count"),
             feature_weight=self.feature_weight,
+            data_weight=self.data_weight,
             native_slice_mm_seen=[
                 min(meta["native_slice_mm_seen"][0], pm["native_slice_mm_seen"][0]),
                 max(meta["native_slice_mm_seen"][1], pm["native_slice_mm_seen"][1]),

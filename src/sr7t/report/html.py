@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sr7t import paths
+from sr7t.evaluate.compare import compare_to_teacher
 from sr7t.io import load_volume
 
 HOW_TO_READ = """
@@ -34,6 +35,15 @@ the evaluation.</p>
 <p>Preprocessing QC: similarity after registration should exceed similarity before;
 N4 should lower the white-matter coefficient of variation (CoV). For the demo cohort the
 columns ending in <code>_truth</code> compare each stage with the known synthetic truth.</p>
+"""
+
+STUDENTS_VS_TEACHER = """
+<p>What distillation buys and what it costs, per input slice spacing (mean over held-out
+subjects): <code>delta_psnr_db</code> is the model's PSNR minus the teacher's (the goal is
+above &minus;0.5 dB), <code>params_ratio</code> its parameters over the teacher's (goal: at
+most 0.25), <code>speedup</code> the teacher's seconds per volume over the model's (goal: at
+least 10). <code>sampling_steps</code> is the number of network evaluations per slice;
+<code>macs_per_slice</code> the multiply-accumulates they take together.</p>
 """
 
 CSS = """
@@ -88,6 +98,13 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
                 "input resolution: input (trilinear), each learned model, the 7T.",
             )
         )
+    comparison = compare_to_teacher(metrics)
+    if comparison is not None:
+        parts.append("<h3>Students against the teacher</h3>")
+        parts.append(STUDENTS_VS_TEACHER)
+        floats = {"psnr": 2, "delta_psnr_db": 2, "ssim": 4, "delta_ssim": 4, "seconds": 2}
+        floats |= {"params_ratio": 3, "speedup": 1}
+        parts.append(_table(comparison, floats=floats))
     parts.append(
         "<details><summary>Every row of metrics.tsv</summary>"
         + _table(metrics, floats={"psnr": 2, "ssim": 4, "nmse": 4, "seconds": 2, "data_range": 3})
@@ -176,7 +193,11 @@ def _example_slices(root: Path, cohort: str, metrics: pd.DataFrame) -> bytes | N
     from sr7t.data.dataset import load_subject_arrays
 
     subject = sorted(metrics["subject"].unique())[0]
-    res = float(metrics["resolution_mm"].max())
+    # the coarsest input every model was trained for (a resolution outside the range is
+    # evaluated on purpose, but is not the one to show first)
+    warned = set(metrics.loc[metrics["warning"].astype(str) != "", "resolution_mm"])
+    in_range = [r for r in metrics["resolution_mm"].unique() if r not in warned]
+    res = float(max(in_range or metrics["resolution_mm"]))
     models = ["trilinear"] + [
         m for m in sorted(metrics["model"].unique()) if m not in ("trilinear", "bspline")
     ]
