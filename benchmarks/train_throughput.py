@@ -1,0 +1,78 @@
+"""Training throughput (examples/s) of the teacher and a distillation stage on this machine.
+
+Run after the demo (it reads the cohort's dataset files and teacher):
+
+    .venv/bin/python benchmarks/train_throughput.py [--results results --cohort demo]
+        [--configfile config/config.yaml ...] [--steps 60] [--device cuda]
+
+Trains each for ``--steps`` steps in a scratch folder (nothing of the workflow's is touched)
+with the config's model sizes and batch size, on CUDA when present (bf16 autocast as
+configured) else on CPU, and prints examples/s with the first 10 steps left out as warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill import load_config, split_files  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--cohort", default="demo")
+    ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from sr7t import paths
+    from sr7t.distill.stage import distill_stage
+    from sr7t.train.teacher import train_teacher
+
+    results = Path(a.results)
+    cfg = load_config(a.configfile)
+    files = split_files(results, a.cohort)
+    teacher = paths.path("model", results, cohort=a.cohort, model="teacher")
+    quiet = {"val_every": 10**9, "sample_every": 10**9, "checkpoint_every": 10**9}
+    for kind in ("teacher", "student_stage1"):
+        section = "teacher" if kind == "teacher" else "distill"
+        times: dict[int, float] = {}
+
+        def clock(record, step, times=times):
+            times[step] = time.perf_counter()
+
+        run_cfg = {
+            "data": cfg["data"],
+            section: {**cfg[section], **quiet, "log_every": 1},
+        }
+        run_cfg[section]["train_steps" if kind == "teacher" else "steps_per_stage"] = a.steps
+        with tempfile.TemporaryDirectory() as tmp:
+            out, ck = Path(tmp) / "m.pt", Path(tmp) / "ck"
+            if kind == "teacher":
+                s = train_teacher(files["train"], [], run_cfg, out, ck, clock, a.device)
+            else:
+                s = distill_stage(teacher, files["train"], [], run_cfg, 1, out, ck, clock, a.device)
+        timed = a.steps - a.warmup
+        seconds = times[a.steps] - times[a.warmup]
+        batch = int(run_cfg[section]["batch_size"])
+        print(
+            f"{kind}: {timed * batch / seconds:.1f} examples/s "
+            f"({seconds / timed:.3f} s/step, batch {batch}, device {s['device']}, "
+            f"{s['param_count']} params)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
