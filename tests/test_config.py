@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from sr7t.config import ConfigError, config_hash, load_schema, validate
+from sr7t.config import ConfigError, check_models, config_hash, load_schema, validate
 from tests.conftest import REPO
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -59,3 +59,35 @@ def test_other_configs_validate_on_top_of_the_default(name, key, expected):
     for k, value in extra.items():
         cfg[k] = {**cfg.get(k, {}), **value} if isinstance(value, dict) else value
     assert validate(cfg, SCHEMA)[key[0]][key[1]] == expected
+
+
+def _merged(name):
+    """``name`` on top of config.yaml, merged the way Snakemake merges --configfile."""
+
+    def merge(a, b):
+        out = dict(a)
+        for k, v in b.items():
+            both = isinstance(v, dict) and isinstance(out.get(k), dict)
+            out[k] = merge(out[k], v) if both else v
+        return out
+
+    extra = yaml.safe_load((REPO / "config" / name).read_text())
+    return validate(merge(default_config(), extra), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name != "config.yaml")
+)
+def test_every_shipped_config_has_consistent_model_levels(name):
+    check_models(_merged(name))
+
+
+def test_model_levels_that_disagree_are_named():
+    cfg = validate(default_config(), SCHEMA)
+    check_models(cfg)
+    cfg["teacher"] = {**cfg["teacher"], "channels": [8, 16]}  # two levels, attention has three
+    with pytest.raises(ConfigError) as err:
+        check_models(cfg)
+    text = str(err.value)
+    assert "teacher.attention_levels" in text and "distill.channels for stage 1" in text
+    assert "distill.attention_levels for stage 2" in text

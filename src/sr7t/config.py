@@ -39,6 +39,50 @@ def validate(instance: dict, schema: dict, what: str = "config") -> dict:
     return filled
 
 
+def per_stage(value, stage: int, nested: bool):
+    """Pick stage ``stage`` (1-based) from a per-stage list, or return the shared value."""
+    is_list = isinstance(value, list | tuple)
+    if is_list and (not nested or (value and isinstance(value[0], list | tuple))):
+        if stage > len(value):
+            raise ValueError(f"stage {stage} has no entry in {value}")
+        return value[stage - 1]
+    return value
+
+
+def check_models(config: dict) -> None:
+    """Cross-key checks the schema cannot express: every model's per-level lists agree.
+
+    The teacher's ``attention_levels`` and each distillation stage's ``channels`` and
+    ``attention_levels`` need one entry per level of the teacher (a later ``--configfile``
+    that changes the number of levels must change them all). Raises :class:`ConfigError`.
+    """
+    teacher, distill = config.get("teacher") or {}, config.get("distill") or {}
+    levels = len(teacher.get("channels") or [])
+    problems = []
+    if len(teacher.get("attention_levels") or []) != levels:
+        problems.append(
+            f"teacher.attention_levels {teacher.get('attention_levels')} needs {levels} "
+            f"entries, one per level of teacher.channels {teacher.get('channels')}"
+        )
+    for k in range(1, int(distill.get("stages", 0)) + 1):
+        for key in ("channels", "attention_levels"):
+            value = distill.get(key)
+            if value is None:
+                continue
+            try:
+                chosen = per_stage(value, k, nested=True)
+            except ValueError:
+                problems.append(f"distill.{key} {value} has no entry for stage {k}")
+                continue
+            if len(chosen) != levels:
+                problems.append(
+                    f"distill.{key} for stage {k} is {chosen}: needs {levels} entries, one "
+                    f"per level of teacher.channels {teacher.get('channels')}"
+                )
+    if problems:
+        raise ConfigError("config: " + "\nconfig: ".join(problems))
+
+
 def config_hash(config: dict) -> str:
     """First 12 hex digits of the SHA-256 of the canonical JSON of ``config``."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()

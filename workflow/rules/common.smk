@@ -4,10 +4,11 @@ from pathlib import Path
 
 from sr7t import paths as P
 from sr7t.cohort.samples import load_cohort
-from sr7t.config import load_schema, validate
+from sr7t.config import check_models, load_schema, validate
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 config.update(validate(config, load_schema(SCHEMAS / "config.schema.yaml")))
+check_models(config)
 SAMPLES_SCHEMA = load_schema(SCHEMAS / "samples.schema.yaml")
 
 RESULTS = config["results_dir"]

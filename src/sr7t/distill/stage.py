@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sr7t.config import per_stage
 from sr7t.data.slices import slice_axes
 from sr7t.models.bundle import load_bundle
 from sr7t.models.diffusion import (
@@ -44,16 +45,6 @@ DISTILL_DEFAULTS: dict = {
     "feature_weight": 0.1,  # one number, or a list (one per stage)
     "data_weight": 0.0,  # one number, or a list (one per stage)
 }
-
-
-def per_stage(value, stage: int, nested: bool):
-    """Pick stage ``stage`` (1-based) from a per-stage list, or return the shared value."""
-    is_list = isinstance(value, list | tuple)
-    if is_list and (not nested or (value and isinstance(value[0], list | tuple))):
-        if stage > len(value):
-            raise ValueError(f"stage {stage} has no entry in {value}")
-        return value[stage - 1]
-    return value
 
 
 class StudentWithAdapters(nn.Module):
