@@ -100,8 +100,6 @@ def predict_scaled(
 
         cond, effective = degrade_condition(arrays, slice_mm)
         warning = check_input_spacing(meta, effective) or ""
-        if warning:
-            log.warning("%s: %s", model_name, warning)
         pred = predict_volume(
             model, meta, cond, batch_size=batch_size, device=device, progress=progress
         )
@@ -145,6 +143,8 @@ def evaluate_model(
             scaled, effective, seconds, warning = predict_scaled(
                 model_name, model, meta, arrays, res, batch_size, device
             )
+            if warning:
+                log.warning("%s %s: %s", model_name, subject, warning)
             if model is None:
                 steps, n_params, macs = 0, 0, 0
             else:

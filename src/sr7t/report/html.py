@@ -43,7 +43,10 @@ subjects): <code>delta_psnr_db</code> is the model's PSNR minus the teacher's (t
 above &minus;0.5 dB), <code>params_ratio</code> its parameters over the teacher's (goal: at
 most 0.25), <code>speedup</code> the teacher's seconds per volume over the model's (goal: at
 least 10). <code>sampling_steps</code> is the number of network evaluations per slice;
-<code>macs_per_slice</code> the multiply-accumulates they take together.</p>
+<code>macs_per_slice</code> the multiply-accumulates they take together. PSNR and SSIM reward
+the posterior mean (the average of the plausible 7T images): a sampler with fewer steps sits
+closer to it and can score above the teacher while showing less fine texture, so compare
+the example slices too.</p>
 """
 
 CSS = """
