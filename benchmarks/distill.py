@@ -21,7 +21,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 VARIANTS: dict[str, dict] = {
@@ -66,25 +65,16 @@ def split_files(results: Path, cohort: str) -> dict[str, list[str]]:
 
 
 def score(model_file: Path, test_files: list[str], resolutions: list[float]) -> dict:
-    from sr7t.data.dataset import load_subject_arrays
-    from sr7t.evaluate.metrics import all_metrics
-    from sr7t.evaluate.run import predict_scaled, scaled_reference
+    """The held-out subjects' ``test_psnr_<r>mm``, ``test_ssim_<r>mm`` and
+    ``seconds_per_volume_<r>mm``, scored as the training jobs score their validation subjects,
+    plus the model's cost."""
+    from sr7t.data.slices import load_subject
     from sr7t.models.bundle import load_bundle
+    from sr7t.train.monitor import volume_scores
 
     model, meta = load_bundle(model_file, device="cpu")
-    out: dict[str, float] = {}
-    for res in resolutions:
-        psnr, ssim, sec = [], [], []
-        for f in test_files:
-            arrays = load_subject_arrays(f)
-            scaled, _, s, _ = predict_scaled(meta["kind"], model, meta, arrays, res, progress=False)
-            m = all_metrics(scaled, scaled_reference(arrays), arrays["mask"])
-            psnr.append(m["psnr"])
-            ssim.append(m["ssim"])
-            sec.append(s)
-        out[f"test_psnr_{res:g}mm"] = float(np.mean(psnr))
-        out[f"test_ssim_{res:g}mm"] = float(np.mean(ssim))
-        out[f"test_seconds_{res:g}mm"] = float(np.mean(sec))
+    subjects = [load_subject(f) for f in test_files]
+    out = volume_scores(model, meta, subjects, resolutions, split="test")
     out["params"] = int(meta["param_count"])
     out["sampling_steps"] = int(meta["sampling_steps"])
     out["macs_per_slice"] = int(meta.get("macs_per_slice", 0))
@@ -163,7 +153,8 @@ def main() -> None:
     out_tsv = results / a.cohort / "bench" / "distill" / "summary.tsv"
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.4g")
     cols = ["variant", "stage", "sampling_steps", "params"]
-    cols += [f"test_psnr_{r:g}mm" for r in resolutions] + [f"test_seconds_{resolutions[0]:g}mm"]
+    cols += [f"test_psnr_{r:g}mm" for r in resolutions]
+    cols += [f"seconds_per_volume_{resolutions[0]:g}mm"]
     print(markdown(table[cols]))
     print(f"(also in {out_tsv}; {os.cpu_count()} CPUs on this machine)")
 

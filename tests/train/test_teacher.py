@@ -123,7 +123,7 @@ def test_ddp_two_cpu_processes_gloo(files, tmp_path):
     mp.start_processes(
         _ddp_worker, args=(port, files[:2], tmp_path), nprocs=2, join=True, start_method="fork"
     )
-    assert [torch.load(tmp_path / f"world{r}.pt") for r in (0, 1)] == [2, 2]
+    assert [torch.load(tmp_path / f"world{r}.pt", weights_only=True) for r in (0, 1)] == [2, 2]
     ck = torch.load(tmp_path / "ck" / "step_00000003.pt", weights_only=True)
     assert ck["step"] == 3
     model, meta = load_bundle(tmp_path / "m.pt", "cpu")

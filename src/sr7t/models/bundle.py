@@ -1,7 +1,8 @@
 """A model bundle: weights plus the plan that inference obeys, in one ``weights_only`` file.
 
-The meta is plain Python (dict/list/str/int/float/bool/None) so ``torch.load(...,
-weights_only=True)`` reads it without unpickling any code. Keys written by the trainers:
+The meta is plain Python (dict/list/str/int/float/bool/None), so
+``torch.load(path, weights_only=True)`` reads it without unpickling any code. Keys
+written by the trainers:
 
 - ``kind``: ``"teacher"`` or ``"student_stage<k>"``; ``stage`` (0 for the teacher); ``parent``
 - ``architecture``: :class:`~sr7t.models.diffusion.Denoiser` arch (incl. ``n_condition``)

@@ -1,11 +1,11 @@
-"""What a model costs at inference: parameters and multiply-accumulates per slice."""
+"""What a model costs at inference: network evaluations and multiply-accumulates per slice."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr7t.models.diffusion import Denoiser, param_count
+from sr7t.models.diffusion import Denoiser
 
 
 @torch.no_grad()
@@ -32,12 +32,12 @@ def macs_per_evaluation(model: Denoiser, plane_shape: tuple[int, int]) -> int:
 
 
 def inference_cost(model: Denoiser, sampling_steps: int, plane_shape: tuple[int, int]) -> dict:
-    """Cost of super-resolving one plane: ``params``, ``evaluations_per_slice`` (= sampling
-    steps: deterministic DDIM evaluates the network once per step), ``macs_per_evaluation``
-    and ``macs_per_slice`` (their product), for planes of ``plane_shape`` voxels."""
+    """Cost of super-resolving one plane: ``evaluations_per_slice`` (= sampling steps:
+    deterministic DDIM evaluates the network once per step), ``macs_per_evaluation`` and
+    ``macs_per_slice`` (their product), for planes of ``plane_shape`` voxels. (The parameter
+    count is the bundle's ``param_count``.)"""
     per_eval = macs_per_evaluation(model, plane_shape)
     return {
-        "params": param_count(model),
         "evaluations_per_slice": int(sampling_steps),
         "macs_per_evaluation": per_eval,
         "macs_per_slice": per_eval * int(sampling_steps),

@@ -44,7 +44,6 @@ from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
 from sr7t.models.diffusion import Denoiser, param_count
 
 CHECKPOINT_GLOB = "step_*.pt"
-COST_KEYS = ("params", "evaluations_per_slice", "macs_per_evaluation", "macs_per_slice")
 KEEP_CHECKPOINTS = 2
 
 # Keys shared by the teacher and distill sections (their defaults live with each trainer).
@@ -402,8 +401,10 @@ class DiffusionTrainer:
         model = self.denoiser(ema.module)
         meta = self.meta()
         scores: dict[str, float] = {}
+        cost: dict[str, int] = {}
         if self.rank == 0:
-            meta.update(self.cost(model))
+            cost = self.cost(model)
+            meta.update(cost)
             save_bundle(out_model, model, meta)
             scores = self.report_volume_scores(model, meta, step)
         if self.world > 1:
@@ -421,7 +422,7 @@ class DiffusionTrainer:
             "examples_per_s": examples / max(seconds, 1e-9),
             "param_count": param_count(model),
             "sampling_steps": meta["sampling_steps"],
-            **{k: meta[k] for k in COST_KEYS if k in meta},
+            **cost,
             **scores,
             "device": str(self.device),
             "world_size": self.world,
@@ -487,8 +488,9 @@ class DiffusionTrainer:
 
         model = self.denoiser(ema.module)
         png = self.checkpoint_dir / "samples" / f"{self.kind}_step_{step:08d}.png"
-        meta = {**self.meta(), "kind": self.kind}
-        save_sample_figure(model, meta, self.val_subjects[0], self.val_slice_mm()[-1], step, png)
+        save_sample_figure(
+            model, self.meta(), self.val_subjects[0], self.val_slice_mm()[-1], step, png
+        )
         self.artifact_cb(png)
 
     def report_volume_scores(self, model: Denoiser, meta: dict, step: int) -> dict[str, float]:

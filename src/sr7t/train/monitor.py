@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sr7t.data.slices import Subject
+from sr7t.data.slices import T1_CHANNEL, Subject
 from sr7t.models.diffusion import Denoiser
 
 
@@ -32,9 +32,10 @@ def volume_scores(
     subjects: list[Subject],
     slice_mm: list[float],
     batch_size: int = 16,
+    split: str = "val",
 ) -> dict[str, float]:
     """Whole-volume PSNR/SSIM in the brain mask and seconds per volume, mean over ``subjects``,
-    at each input slice spacing. Keys ``val_psnr_<r>mm``, ``val_ssim_<r>mm``,
+    at each input slice spacing. Keys ``<split>_psnr_<r>mm``, ``<split>_ssim_<r>mm``,
     ``seconds_per_volume_<r>mm``."""
     from sr7t.evaluate.metrics import all_metrics
     from sr7t.evaluate.run import predict_scaled, scaled_reference
@@ -51,8 +52,8 @@ def volume_scores(
             psnr.append(m["psnr"])
             ssim.append(m["ssim"])
             seconds.append(sec)
-        out[f"val_psnr_{res:g}mm"] = float(np.mean(psnr))
-        out[f"val_ssim_{res:g}mm"] = float(np.mean(ssim))
+        out[f"{split}_psnr_{res:g}mm"] = float(np.mean(psnr))
+        out[f"{split}_ssim_{res:g}mm"] = float(np.mean(ssim))
         out[f"seconds_per_volume_{res:g}mm"] = float(np.mean(seconds))
     return out
 
@@ -80,7 +81,7 @@ def save_sample_figure(
     axis = int(meta["slice_axis"][0])
     index = subject.t1.shape[axis] // 2
     sample = predict_plane(model, meta, cond, axis, index)
-    t1 = np.take(cond[subject.channels.index("t1_1p5T")], index, axis=axis)
+    t1 = np.take(cond[subject.channels.index(T1_CHANNEL)], index, axis=axis)
     target = np.take(subject.target, index, axis=axis)
     mask = np.take(subject.mask, index, axis=axis)
     panels = [

@@ -47,8 +47,8 @@ def train_teacher(
 
     Returns a summary dict: ``steps``, ``final_loss``, ``final_losses``, ``val_loss``,
     ``seconds``, ``examples_per_s``, ``param_count``, ``sampling_steps``, the inference cost
-    (``params``, ``evaluations_per_slice``, ``macs_per_evaluation``, ``macs_per_slice``), the
-    volume scores, ``device``.
+    (``evaluations_per_slice``, ``macs_per_evaluation``, ``macs_per_slice``), the volume
+    scores, ``device``.
     """
     trainer = TeacherTrainer(
         train_files, val_files, cfg, checkpoint_dir, metrics_cb, device, artifact_cb
