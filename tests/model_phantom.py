@@ -76,6 +76,8 @@ def tiny_config(**overrides) -> dict:
             "context_slices": 1,
             "patch_size": 16,
             "train_slice_mm": [4.0, 8.0],
+            # the loop's mechanics; randomised inputs: tests/data/test_randomised.py
+            "inputs": "paired",
         },
         "teacher": {
             "channels": [8, 16],

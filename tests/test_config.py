@@ -75,11 +75,27 @@ def _merged(name):
     return validate(merge(default_config(), extra), SCHEMA)
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name != "config.yaml")
-)
-def test_every_shipped_config_has_consistent_model_levels(name):
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
+def test_every_shipped_config_passes_the_cross_key_checks(name):
+    """Each shipped config on top of config.yaml (as ``--configfile`` merges it): per-level
+    lists agree and every per-stage list has 1 or ``distill.stages`` entries."""
     check_models(_merged(name))
+
+
+def test_per_stage_list_of_wrong_length_is_named_with_its_key_path():
+    cfg = validate(default_config(), SCHEMA)
+    cfg["distill"] = {**cfg["distill"], "stages": 4, "data_weight": [1.0, 0.5]}
+    cfg["distill"]["steps_per_stage"] = [100]  # one entry: every stage
+    cfg["distill"]["feature_weight"] = 0.1
+    cfg["distill"]["channels"] = [[8, 16, 16]] * 4
+    with pytest.raises(ConfigError) as err:
+        check_models(cfg)
+    assert str(err.value) == "config: distill.data_weight has 2 entries for 4 stages (needs 1 or 4)"
+    cfg["distill"]["data_weight"] = [0.5]
+    check_models(cfg)
+    cfg["distill"]["channels"] = [[8, 16, 16]] * 3
+    with pytest.raises(ConfigError, match=r"distill\.channels has 3 entries for 4 stages"):
+        check_models(cfg)
 
 
 def test_model_levels_that_disagree_are_named():

@@ -35,6 +35,7 @@ ENV_VARS = (
     tracking.ENV_URI,
     tracking.ENV_CONFIG_HASH,
     tracking.ENV_DISABLED,
+    tracking.ENV_PREFIX,
 )
 
 CONFIG = {
@@ -169,6 +170,25 @@ def test_parent_and_three_children(tmp_path):
         ]
     if tracking._git_commit():
         assert parent.data.tags["git_commit"] == children[0].data.tags["git_commit"]
+
+
+def test_experiment_prefix_names_the_experiment_of_parent_and_jobs(tmp_path, empty_store):
+    _seed(empty_store, tracking_db(tmp_path))
+    config = {**CONFIG, "tracking": {"uri": None, "experiment_prefix": "lab-x"}}
+    parents = start_workflow(["demo"], config, [], tmp_path)
+    with job_run("n4", "demo", {"subject": "s1"}, results_dir=tmp_path):
+        pass
+    end_workflow("FINISHED")
+
+    uri = resolve_tracking_uri(None, tmp_path)
+    client = MlflowClient(uri)
+    assert client.get_experiment_by_name("sr7t/demo") is None
+    exp = client.get_experiment_by_name("lab-x/demo")
+    assert exp.artifact_location == (tmp_path / "mlflow/artifacts/lab-x/demo").as_uri()
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.run_id for r in runs} >= {parents["demo"]} and len(runs) == 2
+    (child,) = [r for r in runs if r.info.run_id != parents["demo"]]
+    assert child.data.tags["mlflow.parentRunId"] == parents["demo"]
 
 
 def test_failing_body_marks_child_failed_and_reraises(tmp_path, empty_store):

@@ -218,28 +218,34 @@ def cmd_distill(a, tracker):
 def cmd_evaluate(a, tracker):
     from sr7t.evaluate.run import evaluate_model
 
+    cfg = json.loads(a.cfg)
+    tracker.log_params(cfg)
     table = evaluate_model(
         a.model,
         _opt_path(a.model_file),
         a.test,
-        a.resolutions_mm,
+        cfg,
         a.pred_pattern,
         a.out,
-        batch_size=a.batch_size,
+        truth_root=_opt_path(a.truth_root),
         device=a.device,
     )
     tracker.log_artifact(a.out)
-    for res, group in table.groupby("resolution_mm"):
+    for (kind, res), group in table.groupby(["input", "resolution_mm"]):
         tracker.log_metrics(
-            {f"{k}_{res:g}mm": float(group[k].mean()) for k in ("psnr", "ssim", "nmse", "seconds")}
+            {
+                f"{kind}_{k}_{res:g}mm": float(group[k].mean())
+                for k in ("psnr", "ssim", "hfen", "seconds")
+            }
         )
 
 
 def cmd_metrics(a, tracker):
     from sr7t.evaluate.run import combine_metrics
 
-    combine_metrics(a.tables, a.out, a.figure)
+    combine_metrics(a.tables, a.out, a.figure, a.summary)
     tracker.log_artifact(a.out)
+    tracker.log_artifact(a.summary)
     tracker.log_figure(a.figure)
 
 
@@ -251,17 +257,23 @@ def cmd_report(a, tracker):
 
 
 def cmd_predict(a, tracker):
+    from sr7t.models.bundle import BundleError
     from sr7t.predict import predict_scan
 
-    info = predict_scan(
-        a.input,
-        a.output,
-        a.model,
-        coef=_opt_path(a.coef),
-        steps=a.steps,
-        device=a.device,
-        batch_size=a.batch_size,
-    )
+    try:
+        info = predict_scan(
+            a.input,
+            a.output,
+            a.model,
+            coef=_opt_path(a.coef),
+            steps=a.steps,
+            device=a.device,
+            batch_size=a.batch_size,
+        )
+    except BundleError as exc:
+        # one line naming the file, exit status 2 (bad input), no traceback
+        print(f"sr7t predict: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     tracker.log_params({"input": a.input, "model": a.model})
     tracker.log_metrics(_numbers(info))
 
@@ -406,15 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="teacher | student_stage<k> | trilinear | bspline"
     )
     s.add_argument("--model-file", default="")
-    s.add_argument("--resolutions-mm", type=float, nargs="+", required=True)
+    s.add_argument("--cfg", required=True, help="JSON: the evaluate config section")
+    s.add_argument("--truth-root", default="", help="the demo's truth folder (none: no truth)")
     s.add_argument("--pred-pattern", required=True)
-    s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--out", required=True)
 
     s = add("metrics", cmd_metrics, "combine per-model metrics into metrics.tsv + figure")
     s.add_argument("tables", nargs="+")
     s.add_argument("--out", required=True)
     s.add_argument("--figure", required=True)
+    s.add_argument("--summary", required=True)
 
     s = add("report", cmd_report, "write the cohort's self-contained HTML report")
     s.add_argument("--results-root", required=True)

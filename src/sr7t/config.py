@@ -39,10 +39,32 @@ def validate(instance: dict, schema: dict, what: str = "config") -> dict:
     return filled
 
 
+# Keys of ``distill`` that hold one value per stage (or one for all), and whether a single
+# value is itself a list (a per-level list: then the per-stage form is a list of lists).
+PER_STAGE_KEYS = {
+    "steps_per_stage": False,
+    "channels": True,
+    "attention_levels": True,
+    "feature_weight": False,
+    "data_weight": False,
+}
+
+
+def _is_per_stage_list(value, nested: bool) -> bool:
+    if not isinstance(value, list | tuple):
+        return False
+    return not nested or bool(value and isinstance(value[0], list | tuple))
+
+
 def per_stage(value, stage: int, nested: bool):
-    """Pick stage ``stage`` (1-based) from a per-stage list, or return the shared value."""
-    is_list = isinstance(value, list | tuple)
-    if is_list and (not nested or (value and isinstance(value[0], list | tuple))):
+    """Pick stage ``stage`` (1-based) from a per-stage list, or return the shared value.
+
+    A per-stage list of one entry holds for every stage. ``nested``: a single value is itself
+    a list (per level), so only a list of lists is per stage.
+    """
+    if _is_per_stage_list(value, nested):
+        if len(value) == 1:
+            return value[0]
         if stage > len(value):
             raise ValueError(f"stage {stage} has no entry in {value}")
         return value[stage - 1]
@@ -50,30 +72,40 @@ def per_stage(value, stage: int, nested: bool):
 
 
 def check_models(config: dict) -> None:
-    """Cross-key checks the schema cannot express: every model's per-level lists agree.
+    """Cross-key checks the schema cannot express; raises :class:`ConfigError`.
 
-    The teacher's ``attention_levels`` and each distillation stage's ``channels`` and
-    ``attention_levels`` need one entry per level of the teacher (a later ``--configfile``
-    that changes the number of levels must change them all). Raises :class:`ConfigError`.
+    - Every per-stage key of ``distill`` (:data:`PER_STAGE_KEYS`) is one value for every
+      stage, or a list of 1 or ``distill.stages`` entries (a later ``--configfile`` that
+      changes the number of stages must change them all).
+    - The teacher's ``attention_levels`` and each distillation stage's ``channels`` and
+      ``attention_levels`` need one entry per level of the teacher (a later ``--configfile``
+      that changes the number of levels must change them all).
     """
     teacher, distill = config.get("teacher") or {}, config.get("distill") or {}
     levels = len(teacher.get("channels") or [])
+    n_stages = int(distill.get("stages", 0))
     problems = []
     if len(teacher.get("attention_levels") or []) != levels:
         problems.append(
             f"teacher.attention_levels {teacher.get('attention_levels')} needs {levels} "
             f"entries, one per level of teacher.channels {teacher.get('channels')}"
         )
-    for k in range(1, int(distill.get("stages", 0)) + 1):
+    counts_ok = True
+    if n_stages > 0:  # with no stages nothing reads them
+        for key, nested in PER_STAGE_KEYS.items():
+            value = distill.get(key)
+            if _is_per_stage_list(value, nested) and len(value) not in (1, n_stages):
+                counts_ok = False
+                problems.append(
+                    f"distill.{key} has {len(value)} entries for {n_stages} stages "
+                    f"(needs 1 or {n_stages})"
+                )
+    for k in range(1, n_stages + 1) if counts_ok else ():
         for key in ("channels", "attention_levels"):
             value = distill.get(key)
             if value is None:
                 continue
-            try:
-                chosen = per_stage(value, k, nested=True)
-            except ValueError:
-                problems.append(f"distill.{key} {value} has no entry for stage {k}")
-                continue
+            chosen = per_stage(value, k, nested=True)
             if len(chosen) != levels:
                 problems.append(
                     f"distill.{key} for stage {k} is {chosen}: needs {levels} entries, one "

@@ -18,6 +18,7 @@ TEMPLATES: dict[str, str] = {
     "demo_samples": "{cohort}/raw/samples.tsv",
     "demo_scan": "{cohort}/raw/{subject}/{subject}_{field}.nii.gz",
     "demo_truth_dir": "{cohort}/raw/truth/{subject}",
+    "demo_truth_root": "{cohort}/raw/truth",
     "demo_coeffs_dir": "{cohort}/raw/coeffs",
     # ingest
     "ingest_scan": "{cohort}/ingest/{subject}/{subject}_{field}.nii.gz",
@@ -51,8 +52,9 @@ TEMPLATES: dict[str, str] = {
     "model_summary": "{cohort}/models/{model}/summary.json",
     # evaluation
     "eval_model_metrics": "{cohort}/eval/{model}/metrics.tsv",
-    "eval_prediction": "{cohort}/eval/{model}/{subject}_res{resolution_mm}mm.nii.gz",
+    "eval_prediction": "{cohort}/eval/{model}/{subject}_{cell}.nii.gz",
     "metrics": "{cohort}/eval/metrics.tsv",
+    "eval_summary": "{cohort}/eval/summary.tsv",
     "eval_figure": "{cohort}/eval/metrics.png",
     # report
     "report": "{cohort}/report/index.html",

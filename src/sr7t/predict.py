@@ -1,10 +1,11 @@
 """``sr7t predict``: super-resolve one 1.5T scan with a trained model, no workflow.
 
 The scan goes through the same steps as in the workflow, minus registration (there is no
-7T partner): GNL guidance from its scanner's coefficient file (or flagged absent), N4,
-resampling onto an isotropic grid at the model's 7T voxel size covering the scan's field of
-view, the model's condition channels (:func:`sr7t.data.dataset.condition_channels`), and
-sampling. The output is in normalised 7T units (99th percentile in the brain = 1).
+7T partner): N4, linear interpolation onto its own grid subdivided to the model's voxel size
+(the field of view kept to the voxel edges, in the scan's world space), GNL guidance from its
+scanner's coefficient file (or flagged absent), the model's condition channels
+(:func:`sr7t.data.dataset.condition_channels`), and sampling with the thick axis and spacings
+read from the header. The output is in normalised 7T units (99th percentile in the brain = 1).
 """
 
 from __future__ import annotations
@@ -15,29 +16,82 @@ from pathlib import Path
 
 import numpy as np
 
-from sr7t.io import load_volume, save_volume, voxel_spacing_mm
+from sr7t.io import load_volume, save_volume
 
 log = logging.getLogger(__name__)
 
 
-def output_grid(shape, affine: np.ndarray, voxel_mm: float) -> tuple[tuple[int, ...], np.ndarray]:
-    """An axis-aligned RAS grid of ``voxel_mm`` voxels covering the scan's field of view."""
-    corners = np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    )
-    world = (affine @ corners.T)[:3]
-    lo, hi = world.min(axis=1), world.max(axis=1)
-    out_shape = tuple(
-        int(np.floor((h - low) / voxel_mm)) + 1 for low, h in zip(lo, hi, strict=True)
-    )
-    out_affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
-    out_affine[:3, 3] = lo
-    return out_shape, out_affine
+def acquisition_geometry(affine: np.ndarray) -> dict:
+    """The scan's acquisition geometry from its header: voxel sizes (mm, per array axis), the
+    thick axis (the coarsest; axis 2 when the voxels are isotropic to 10 %), its slice spacing
+    and the in-plane resolution (the coarser of the two other axes)."""
+    from nibabel.affines import voxel_sizes
+
+    spacing = np.asarray(voxel_sizes(affine), dtype=np.float64)
+    thick = int(np.argmax(spacing)) if spacing.max() > 1.1 * spacing.min() else 2
+    others = [a for a in range(3) if a != thick]
+    return {
+        "spacing_mm": spacing.tolist(),
+        "thick_axis": thick,
+        "slice_mm": float(spacing[thick]),
+        "inplane_mm": float(spacing[others].max()),
+    }
+
+
+def refined_grid(shape, affine: np.ndarray, voxel_mm: float):
+    """The scan's own voxel grid subdivided to about ``voxel_mm`` along each axis (never
+    coarser than it was), covering exactly the same field of view, voxel edge to voxel edge.
+
+    Returns ``(shape, affine, factors)``: the new grid in the scan's world space (oblique and
+    LPS affines stay what they are) and, per axis, old voxels per new voxel.
+    """
+    from nibabel.affines import voxel_sizes
+
+    spacing = np.asarray(voxel_sizes(affine), dtype=np.float64)
+    n = np.asarray(shape, dtype=int)
+    m = np.maximum(np.round(n * spacing / voxel_mm).astype(int), n)
+    f = n / m
+    step = np.eye(4)
+    step[:3, :3] = np.diag(f)
+    step[:3, 3] = 0.5 * f - 0.5  # new voxel 0's centre, in old voxel indices
+    return tuple(int(v) for v in m), np.asarray(affine) @ step, f
+
+
+def upsample_linear(volume: np.ndarray, shape) -> np.ndarray:
+    """``volume`` linearly interpolated onto :func:`refined_grid`'s ``shape`` (constant beyond
+    the first and last voxel centre): how training brought acquired slices onto the grid."""
+    out = np.asarray(volume, dtype=np.float64)
+    for axis, m in enumerate(shape):
+        n = out.shape[axis]
+        pos = np.clip((np.arange(m) + 0.5) * n / m - 0.5, 0, n - 1)
+        lo = np.minimum(np.floor(pos).astype(int), max(n - 2, 0))
+        frac = pos - lo
+        mat = np.zeros((m, n))
+        mat[np.arange(m), lo] = 1.0 - frac
+        mat[np.arange(m), np.minimum(lo + 1, n - 1)] += frac
+        out = np.moveaxis(np.moveaxis(out, axis, -1) @ mat.T, -1, axis)
+    return out.astype(np.float32)
+
+
+def geometry_warnings(meta: dict, geometry: dict) -> list[str]:
+    """Loud warnings when the scan's slice spacing or in-plane resolution lies outside what
+    the model was trained on; they name the axis and spacing."""
+    from sr7t.models.predict import check_input_spacing
+
+    axis = "xyz"[geometry["thick_axis"]]
+    out = []
+    w = check_input_spacing(meta, geometry["slice_mm"])
+    if w:
+        sizes = np.round(geometry["spacing_mm"], 2).tolist()
+        out.append(f"{w} (thick axis {axis}, voxel sizes {sizes} mm)")
+    lo, hi = meta.get("train_inplane_mm") or (0.0, np.inf)
+    if not lo - 0.05 <= geometry["inplane_mm"] <= hi + 0.05:
+        out.append(
+            f"WARNING: in-plane resolution {geometry['inplane_mm']:g} mm (axes other than "
+            f"{axis}) is outside the [{lo:g}, {hi:g}] mm model {meta.get('kind', '?')} was "
+            "trained on: treat this output as unvalidated."
+        )
+    return out
 
 
 def predict_scan(
@@ -51,56 +105,61 @@ def predict_scan(
 ) -> dict:
     """Super-resolve ``in_path`` into ``out_path`` with the model bundle ``model_path``.
 
-    Returns a summary (seconds, grid, warnings). Warns loudly when the scan's slice spacing
-    is outside the range the model was trained on.
+    The acquisition geometry comes from the header (:func:`acquisition_geometry`): thick
+    slices along any axis, isotropically coarse or fine scans. The output lies on the scan's
+    own grid subdivided to the model's voxel size (:func:`refined_grid`), in the scan's world
+    space. Returns a summary (seconds, geometry, grid, warnings).
     """
     from sr7t.data.dataset import condition_channels
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import check_input_spacing, predict_volume
+    from sr7t.models.predict import predict_volume
     from sr7t.preprocess import gnl
     from sr7t.preprocess.masks import head_mask
     from sr7t.preprocess.n4 import n4_correct
-    from sr7t.preprocess.register import resample_to_fixed
 
     t0 = time.perf_counter()
     subject = Path(in_path).name
     data, affine = load_volume(in_path, subject)
     model, meta = load_bundle(model_path, device=device)
-    slice_mm = float(voxel_spacing_mm(affine)[2])
-    warning = check_input_spacing(meta, slice_mm)
-    if warning:
-        log.warning("%s: %s", subject, warning)
+    geometry = acquisition_geometry(affine)
+    warnings = geometry_warnings(meta, geometry)
+    for w in warnings:
+        log.warning("%s: %s", subject, w)
 
+    corrected, bias = n4_correct(data, affine, mask=head_mask(data, affine).astype(bool))
+    voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
+    shape, grid, _ = refined_grid(data.shape, affine, voxel_mm)
+    t1 = upsample_linear(corrected, shape)
     if coef:
         coeffs = gnl.read_coefficients(coef)
-        jac = gnl.jacobian_determinant(coeffs, data.shape, affine)
-        disp = np.linalg.norm(gnl.displacement_field_mm(coeffs, data.shape, affine), axis=0)
+        jac = gnl.jacobian_determinant(coeffs, shape, grid)
+        disp = np.linalg.norm(gnl.displacement_field_mm(coeffs, shape, grid), axis=0)
     else:
-        jac, disp = np.ones_like(data), np.zeros_like(data)
-    corrected, bias = n4_correct(data, affine, mask=head_mask(data, affine).astype(bool))
-
-    voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
-    shape, grid = output_grid(data.shape, affine, voxel_mm)
-    identity = np.eye(4)
-
-    def onto_grid(vol, order):
-        return resample_to_fixed(vol, affine, shape, grid, identity, order=order)
-
-    t1 = onto_grid(corrected, 3)
+        jac, disp = np.ones(shape, np.float32), np.zeros(shape, np.float32)
     mask = head_mask(t1, grid).astype(bool)
-    condition, _ = condition_channels(
-        t1, onto_grid(bias, 1), onto_grid(jac, 1), onto_grid(disp, 1), bool(coef), mask
+    condition, _ = condition_channels(t1, upsample_linear(bias, shape), jac, disp, bool(coef), mask)
+    pred = predict_volume(
+        model,
+        meta,
+        condition,
+        steps=steps,
+        batch_size=batch_size,
+        device=device,
+        thick_axis=geometry["thick_axis"],
+        slice_mm=geometry["slice_mm"],
+        inplane_mm=geometry["inplane_mm"],
     )
-    pred = predict_volume(model, meta, condition, steps=steps, batch_size=batch_size, device=device)
     save_volume(out_path, np.where(mask, pred, 0.0), grid)
     info = {
         "seconds": time.perf_counter() - t0,
-        "input_slice_mm": slice_mm,
+        "input_slice_mm": geometry["slice_mm"],
+        "thick_axis": "xyz"[geometry["thick_axis"]],
+        "input_spacing_mm": geometry["spacing_mm"],
         "voxel_mm": voxel_mm,
         "shape": list(shape),
-        "warning": warning or "",
+        "warning": " ".join(warnings),
     }
     log.info(
-        "wrote %s (%s voxels of %.2f mm) in %.1f s", out_path, shape, voxel_mm, info["seconds"]
+        "wrote %s (%s voxels of ~%.2f mm) in %.1f s", out_path, shape, voxel_mm, info["seconds"]
     )
     return info

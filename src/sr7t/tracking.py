@@ -44,6 +44,8 @@ ENV_PARENTS = "SR7T_MLFLOW_PARENTS"  # JSON map cohort -> parent run id
 ENV_URI = "SR7T_MLFLOW_URI"  # the store that holds those parent runs
 ENV_CONFIG_HASH = "SR7T_CONFIG_HASH"
 ENV_DISABLED = "SR7T_MLFLOW_DISABLED"  # set when start_workflow found the store unavailable
+ENV_PREFIX = "SR7T_MLFLOW_EXPERIMENT_PREFIX"  # config tracking.experiment_prefix, for the jobs
+DEFAULT_PREFIX = "sr7t"
 
 # mlflow.utils.validation limits (MLflow 3.x); kept here so importing this module stays cheap.
 MAX_PARAM_VALUE_CHARS = 6000
@@ -90,8 +92,14 @@ def resolve_tracking_uri(config_uri: str | None, results_dir: str | Path = "resu
     return f"sqlite:///{tracking_db(results_dir).absolute()}"
 
 
-def experiment_name(cohort: str, prefix: str = "sr7t") -> str:
-    """MLflow experiment of a cohort: ``"<prefix>/<cohort>"``."""
+def experiment_name(cohort: str, prefix: str | None = None) -> str:
+    """MLflow experiment of a cohort: ``"<prefix>/<cohort>"``.
+
+    ``prefix`` None: the workflow's (``SR7T_MLFLOW_EXPERIMENT_PREFIX``, exported by
+    :func:`start_workflow` from config ``tracking.experiment_prefix``), else ``sr7t``.
+    """
+    if prefix is None:
+        prefix = os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX
     return f"{prefix}/{cohort}"
 
 
@@ -374,19 +382,23 @@ def start_workflow(
 ) -> dict[str, str]:
     """Start one parent run per cohort for this workflow invocation.
 
-    Creates (or reuses) each cohort's experiment ``sr7t/<cohort>`` (artifacts in
+    Creates (or reuses) each cohort's experiment ``<prefix>/<cohort>`` (config
+    ``tracking.experiment_prefix``, default ``sr7t``; artifacts in
     ``<results_dir>/mlflow/artifacts/<experiment>`` for the embedded store), initialises the
     store's schema here so parallel jobs never race on it, tags each parent run (git commit,
     config hash, host, user, invocation), logs the whole config as ``config/config.yaml``, the
     config files under ``config/files/``, and every flattened config param short enough for
-    MLflow. Exports ``SR7T_MLFLOW_PARENTS`` (JSON cohort -> run id), ``SR7T_MLFLOW_URI`` and
-    ``SR7T_CONFIG_HASH`` for the jobs, which inherit the environment.
+    MLflow. Exports ``SR7T_MLFLOW_PARENTS`` (JSON cohort -> run id), ``SR7T_MLFLOW_URI``,
+    ``SR7T_MLFLOW_EXPERIMENT_PREFIX`` and ``SR7T_CONFIG_HASH`` for the jobs, which inherit
+    the environment.
 
     Returns the cohort -> parent run id map; empty if tracking is unavailable (then jobs skip
     tracking too, saying so once each).
     """
     tracking_cfg = config.get("tracking") or {}
     uri = resolve_tracking_uri(tracking_cfg.get("uri"), results_dir)
+    prefix = tracking_cfg.get("experiment_prefix") or DEFAULT_PREFIX
+    os.environ[ENV_PREFIX] = prefix
     plain_config = json.loads(json.dumps(dict(config), default=str))
     chash = config_hash(plain_config)
     os.environ[ENV_CONFIG_HASH] = chash
@@ -419,7 +431,7 @@ def start_workflow(
     files = [Path(f) for f in config_files]
 
     def start_one(client: Any, cohort: str) -> str:
-        name = experiment_name(cohort)
+        name = experiment_name(cohort, prefix)
         exp_id = _get_or_create_experiment(client, name, _artifact_location(uri, name))
         run = client.create_run(
             exp_id,

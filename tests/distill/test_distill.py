@@ -106,5 +106,7 @@ def test_per_stage_values():
     assert per_stage([[16, 32], [8, 16]], 2, nested=True) == [8, 16]
     assert per_stage([0.1, 0.3], 2, nested=False) == 0.3
     assert per_stage(0.2, 5, nested=False) == 0.2
+    assert per_stage([0.1], 2, nested=False) == 0.1  # one entry: every stage
+    assert per_stage([[8, 16]], 3, nested=True) == [8, 16]
     with pytest.raises(ValueError):
-        per_stage([0.1], 2, nested=False)
+        per_stage([0.1, 0.2], 3, nested=False)

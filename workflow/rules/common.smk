@@ -141,6 +141,16 @@ def parent_model(wildcards):
 
 
 def eval_model_input(wildcards):
+    inputs = {}
     if wildcards.model in LEARNED_MODELS:
-        return {"model": out("model", cohort=wildcards.cohort, model=wildcards.model)}
-    return {}
+        inputs["model"] = out("model", cohort=wildcards.cohort, model=wildcards.model)
+    if COHORTS[wildcards.cohort].source == "demo":
+        inputs["raw"] = out("demo_raw_dir", cohort=wildcards.cohort)
+    return inputs
+
+
+def truth_root(wildcards):
+    """Param function: the demo's truth folder (inside its declared raw folder), or ''."""
+    if COHORTS[wildcards.cohort].source != "demo":
+        return ""
+    return out("demo_truth_root", cohort=wildcards.cohort)

@@ -8,8 +8,8 @@ rule evaluate_model:
     output:
         out("eval_model_metrics"),
     params:
-        resolutions=" ".join(str(r) for r in config["evaluate"]["resolutions_mm"]),
-        batch_size=config["evaluate"]["batch_size"],
+        cfg=as_json(config["evaluate"]),
+        truth_root=truth_root,
         model_arg=lambda w, input: f"--model-file {input.model}" if "model" in input.keys() else "",
         pred_pattern=lambda w: out("eval_prediction", cohort=w.cohort, model=w.model),
         track=track("evaluate_model"),
@@ -23,7 +23,7 @@ rule evaluate_model:
     shell:
         "sr7t evaluate {params.track} "
         "--threads {threads} --model {wildcards.model} {params.model_arg} "
-        "--resolutions-mm {params.resolutions} --batch-size {params.batch_size} "
+        "--cfg {params.cfg:q} --truth-root={params.truth_root:q} "
         "--pred-pattern {params.pred_pattern:q} --out {output:q} {input.test:q} > {log:q} 2>&1"
 
 
@@ -33,6 +33,7 @@ rule metrics:
     output:
         table=out("metrics"),
         figure=out("eval_figure"),
+        summary=out("eval_summary"),
     params:
         track=track("metrics"),
     log:
@@ -41,4 +42,5 @@ rule metrics:
         ENV
     shell:
         "sr7t metrics {params.track} "
-        "--out {output.table:q} --figure {output.figure:q} {input:q} > {log:q} 2>&1"
+        "--out {output.table:q} --figure {output.figure:q} --summary {output.summary:q} "
+        "{input:q} > {log:q} 2>&1"

@@ -5,6 +5,7 @@ rule report:
     input:
         metrics=out("metrics"),
         figure=out("eval_figure"),
+        summary=out("eval_summary"),
         preprocess_qc=out("preprocess_qc"),
         manifest=out("manifest"),
         reg_png=per_subject("reg_qc_png"),

@@ -1,7 +1,11 @@
-"""Synthetic paired 1.5T/7T demo cohort, built offline from the MNI152 2009 template.
+"""Synthetic paired 1.5T/7T demo cohort, built offline from two source anatomies.
 
-Each subject is the 1 mm MNI152 2009 template and its GM/WM/brain maps (shipped inside
-nilearn), with its own head size, smooth random deformation (a few mm) and tissue contrast.
+Each subject is a 1 mm source brain (:mod:`sr7t.cohort.anatomy`) with its own head size,
+smooth random deformation (a few mm) and tissue contrast. Subjects ``sub-NN`` derive from
+the MNI152 2009 template and its GM/WM/brain maps (shipped inside nilearn); the held-out
+test subject ``sub-colin27`` derives from Colin27, one real brain (Debian's
+``mricron-data``), so evaluation can score an anatomy no training subject derives from.
+Without that package the demo says so in one line and goes on without ``sub-colin27``.
 
 Frames: the *head frame* is the 7T scanner's frame (mm, RAS+, gradient isocentre at the
 origin; the template's origin, the anterior commissure, sits at the isocentre). In the
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import zlib
 from pathlib import Path
 
@@ -39,6 +44,13 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from sr7t import paths
+from sr7t.cohort.anatomy import (
+    COLIN27_MISSING,
+    COLIN27_SUBJECT,
+    DESCRIPTIONS,
+    colin27_available,
+    load_anatomy,
+)
 from sr7t.io import save_volume, write_json
 from sr7t.preprocess import gnl
 
@@ -62,7 +74,6 @@ CONTRAST_1P5T = {"t1": 0.25, "gm": 0.55, "wm": 0.75, "csf": 0.22}
 CHANNELS = ("t1", "gm", "wm", "csf")
 FOV_MARGIN_MM = 10.0  # around the brain bounding box
 COARSE_MM = 8.0  # spacing of the exactly evaluated scanner -> template map
-TEMPLATE_MARGIN_MM = 16.0  # template crop around the brain: room for deformation + scale
 
 
 def dummy_coefficient_file() -> Path:
@@ -72,39 +83,15 @@ def dummy_coefficient_file() -> Path:
     return Path(gradunwarp.__file__).parent / "core" / "tests" / "data" / "gradunwarp_coeffs.grad"
 
 
-@functools.lru_cache(maxsize=1)
-def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(channels (4, X, Y, Z) float32 [t1, gm, wm, csf], brain mask (X, Y, Z) float32,
-    affine (4x4, template mm), brain bounding box (2, 3) mm), cropped around the brain."""
-    from nilearn import datasets
-
-    def arr(img):
-        return np.asarray(img.dataobj, dtype=np.float32)
-
-    t1_img = datasets.load_mni152_template(resolution=1)
-    t1 = arr(t1_img)
-    gm = arr(datasets.load_mni152_gm_template(resolution=1))
-    wm = arr(datasets.load_mni152_wm_template(resolution=1))
-    mask = (arr(datasets.load_mni152_brain_mask(resolution=1)) > 0).astype(np.float32)
-    csf = np.clip(mask - gm - wm, 0.0, 1.0)
-    affine = np.asarray(t1_img.affine, dtype=np.float64)
-    idx = np.argwhere(mask > 0)
-    bbox_vox = np.stack([idx.min(0), idx.max(0)]).astype(np.float64)
-    bbox_mm = bbox_vox * np.diag(affine)[:3] + affine[:3, 3]
-    m = int(TEMPLATE_MARGIN_MM)
-    lo = np.maximum(idx.min(0) - m, 0)
-    hi = np.minimum(idx.max(0) + m + 1, mask.shape)
-    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    channels = np.stack([c[crop] for c in (t1, gm, wm, csf)])
-    cropped = affine.copy()
-    cropped[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return channels, mask[crop], cropped, bbox_mm
+def subject_anatomy(subject: str) -> str:
+    """The source anatomy (:data:`sr7t.cohort.anatomy.ANATOMIES`) of demo subject ``subject``."""
+    return "colin27" if subject == COLIN27_SUBJECT else "mni152"
 
 
 @functools.lru_cache(maxsize=4)
-def _blurred_channels(sigma_mm: tuple[float, float, float]) -> np.ndarray:
-    """Template channels anti-aliased for a target voxel (template voxels are 1 mm)."""
-    channels = _template()[0]
+def _blurred_channels(anatomy: str, sigma_mm: tuple[float, float, float]) -> np.ndarray:
+    """Source channels anti-aliased for a target voxel (source voxels are 1 mm)."""
+    channels = load_anatomy(anatomy).channels
     if max(sigma_mm) <= 0.05:
         return channels
     return np.stack([ndimage.gaussian_filter(c, sigma_mm, mode="constant") for c in channels])
@@ -248,7 +235,16 @@ def make_demo_cohort(
     ``coeffs.json`` in ``demo_coeffs_dir``, and per subject in ``demo_truth_dir``:
     ``truth_7T`` (undistorted, unbiased, noise-free, 7T contrast, 7T grid), ``brainmask_7T``,
     ``wm_7T``, ``bias_7T`` (7T grid), ``bias_1p5T`` (1.5T grid), ``truth.json`` (pose 7T
-    scanner mm -> 1.5T scanner mm and inverse, contrasts, noise, GNL scales, seed).
+    scanner mm -> 1.5T scanner mm and inverse, contrasts, noise, GNL scales, seed, source
+    anatomy), and ``truth_1p5T``: the same undistorted, unbiased, noise-free anatomy as
+    ``truth_7T`` but in the subject's own 1.5T contrast (``contrast_1p5T`` in truth.json),
+    on the 7T grid in the 7T head frame (voxel-for-voxel aligned with ``truth_7T``) and
+    anti-aliased for the 7T voxel like it: the source from which an evaluation simulates
+    thick-slice 1.5T-like inputs along any axis, with no pose, GNL, bias or noise.
+
+    ``subjects``: IDs; :data:`sr7t.cohort.anatomy.COLIN27_SUBJECT` derives from Colin27,
+    every other ID from the MNI152 template (:func:`subject_anatomy`). When Colin27 is not
+    installed that subject is left out with one line on stderr.
 
     ``coef_file``: source ``.grad`` for both scanners (default: gradunwarp's dummy), scaled
     per scanner (see module doc). ``strengths``: keys of :data:`DEFAULT_STRENGTHS`.
@@ -264,15 +260,20 @@ def make_demo_cohort(
     if voxel_1p5t.shape != (3,) or np.any(voxel_1p5t <= 0) or voxel_mm_7t <= 0:
         raise ValueError(f"bad voxel sizes: 7T {voxel_mm_7t}, 1.5T {voxel_mm_1p5t}")
     out_root = Path(out_root)
-    channels, mask, tmpl_affine, bbox_mm = _template()
+    if COLIN27_SUBJECT in subjects and not colin27_available():
+        print(COLIN27_MISSING, file=sys.stderr)
+        subjects = [s for s in subjects if s != COLIN27_SUBJECT]
+    # The coefficient files are scaled over the MNI brain whatever the cohort's subjects are,
+    # so a subject's scans do not depend on which other subjects the cohort holds.
+    mni = load_anatomy("mni152")
 
     # Coefficient files: one per scanner, from one source, each scaled to its strength.
     source = Path(coef_file) if coef_file else dummy_coefficient_file()
     if source.suffix.lower() != ".grad":
         raise gnl.CoefficientFileError(source, "the demo needs a Siemens .grad source file")
     src_coeffs = gnl.read_coefficients(source)
-    brain_idx = np.argwhere(mask[::4, ::4, ::4] > 0).T * 4.0
-    brain_pts = tmpl_affine[:3, :3] @ brain_idx + tmpl_affine[:3, 3:4]
+    brain_idx = np.argwhere(mni.mask[::4, ::4, ::4] > 0).T * 4.0
+    brain_pts = mni.affine[:3, :3] @ brain_idx + mni.affine[:3, 3:4]
     coeff_dir = paths.path("demo_coeffs_dir", out_root, cohort=cohort)
     coeff_dir.mkdir(parents=True, exist_ok=True)
     coef_paths, gnl_info, scanner_coeffs = {}, {"source": str(source)}, {}
@@ -292,7 +293,6 @@ def make_demo_cohort(
     write_json(coeff_dir / "coeffs.json", gnl_info)
 
     sigma7 = _antialias_sigma(voxel_mm_7t)
-    ch7 = _blurred_channels((sigma7,) * 3)
     n_sub = max(3, int(math.ceil(voxel_1p5t[2] / 0.75)))
     sub_thick = voxel_1p5t[2] / n_sub
     sig15 = (
@@ -300,12 +300,15 @@ def make_demo_cohort(
         _antialias_sigma(voxel_1p5t[1]),
         _antialias_sigma(sub_thick),
     )
-    ch15 = _blurred_channels(sig15)
-    inv_tmpl = np.linalg.inv(tmpl_affine)
 
     rows = []
     tsv = paths.path("demo_samples", out_root, cohort=cohort)
     for subject in subjects:
+        anatomy = subject_anatomy(subject)
+        channels, mask, tmpl_affine, bbox_mm = load_anatomy(anatomy)
+        ch7 = _blurred_channels(anatomy, (sigma7,) * 3)
+        ch15 = _blurred_channels(anatomy, sig15)
+        inv_tmpl = np.linalg.inv(tmpl_affine)
         rng = _rng(seed, subject)
         head_scale = float(np.exp(rng.normal() * st["head_scale_sd"]))
         deform = _Deformation(rng, st["deform_mm"], bbox_mm)
@@ -320,7 +323,7 @@ def make_demo_cohort(
         pose[:3, 3] = shift
         pose_inv = np.linalg.inv(pose)
 
-        def to_template(h, deform=deform, head_scale=head_scale):
+        def to_template(h, deform=deform, head_scale=head_scale, inv_tmpl=inv_tmpl):
             # head frame (mm) -> template voxel indices; t = h / s + u(h) keeps s = head size
             t = h / head_scale + deform(h)
             return inv_tmpl[:3, :3] @ t + inv_tmpl[:3, 3:4]
@@ -343,8 +346,13 @@ def make_demo_cohort(
 
         m7 = _smooth_map(map7, aff7, axes7)
         w7 = np.array([contrasts["7T"][c] for c in CHANNELS], dtype=np.float32)
+        w15 = np.array([contrasts["1p5T"][c] for c in CHANNELS], dtype=np.float32)
         img7 = np.tensordot(w7, ch7, axes=1)
         truth7 = ndimage.map_coordinates(img7, m7[:3].reshape(3, -1), order=1).reshape(shape7)
+        # The 1.5T contrast through the same map and 7T anti-aliasing: aligned with truth7.
+        truth15 = ndimage.map_coordinates(
+            np.tensordot(w15, ch7, axes=1), m7[:3].reshape(3, -1), order=1
+        ).reshape(shape7)
         rec7 = ndimage.map_coordinates(img7, m7[3:6].reshape(3, -1), order=1).reshape(shape7)
         rec7 *= m7[6]
         brain7 = ndimage.map_coordinates(mask, m7[:3].reshape(3, -1), order=1).reshape(shape7)
@@ -366,7 +374,6 @@ def make_demo_cohort(
             return np.concatenate([to_template(h), 1.0 / jac[None]])
 
         m15 = _smooth_map(map15, aff15, axes15)
-        w15 = np.array([contrasts["1p5T"][c] for c in CHANNELS], dtype=np.float32)
         img15 = np.tensordot(w15, ch15, axes=1)
         sub = ndimage.map_coordinates(img15, m15[:3].reshape(3, -1), order=1)
         sub = sub.reshape(m15.shape[1:]) * m15[3]
@@ -384,6 +391,7 @@ def make_demo_cohort(
             save_volume(scan_paths[fld], data, aff)
         tdir = paths.path("demo_truth_dir", out_root, cohort=cohort, subject=subject)
         save_volume(tdir / "truth_7T.nii.gz", truth7, aff7)
+        save_volume(tdir / "truth_1p5T.nii.gz", truth15, aff7)
         save_volume(tdir / "brainmask_7T.nii.gz", brain7.astype(np.float32), aff7)
         save_volume(tdir / "wm_7T.nii.gz", wm7.astype(np.float32), aff7)
         save_volume(tdir / "bias_7T.nii.gz", bias7, aff7)
@@ -404,8 +412,12 @@ def make_demo_cohort(
                 "deform_max_mm": st["deform_mm"],
                 "contrast_7T": contrasts["7T"],
                 "contrast_1p5T": contrasts["1p5T"],
-                "contrast_channels": "t1 = MNI152 2009 template intensity, gm/wm/csf = "
-                "probability maps; white matter is about 1",
+                "contrast_channels": "t1 = source T1 intensity (0..1), gm/wm/csf = "
+                "probability maps; white matter is about 1 at 7T",
+                "anatomy": anatomy,
+                "anatomy_source": DESCRIPTIONS[anatomy],
+                "truth_1p5T": "truth_7T's anatomy and grid in contrast_1p5T (no pose, GNL, "
+                "bias, noise; 7T anti-aliasing)",
                 "noise": "rician",
                 "noise_sigma_7T": st["noise_7t"],
                 "noise_sigma_1p5T": st["noise_1p5t"],

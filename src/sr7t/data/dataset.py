@@ -4,7 +4,8 @@ One ``.npz`` per subject (the contract read by :mod:`sr7t.data.slices` and the e
 
 - ``condition`` float32 (C, X, Y, Z), channel names in ``channels`` (:data:`CHANNELS`)
 - ``target`` float32 (X, Y, Z): corrected 7T / its 99th percentile in the mask
-- ``mask`` uint8 (X, Y, Z); ``affine`` (4, 4); ``spacing_mm`` (3,); ``native_slice_mm``
+- ``mask`` uint8 (X, Y, Z); ``affine`` (4, 4); ``spacing_mm`` (3,); ``native_slice_mm``;
+  ``native_spacing_mm`` (3,): the 1.5T scan's own voxel size
 - ``norm_scale_1p5T``, ``norm_scale_7T``: the divisors used (intensity units of the inputs)
 """
 
@@ -92,6 +93,7 @@ def build_subject_arrays(
         affine=affine,
         spacing_mm=voxel_spacing_mm(affine),
         native_slice_mm=np.float64(native_slice_mm),
+        native_spacing_mm=voxel_spacing_mm(native_affine),
         norm_scale_1p5T=np.float64(scale_1p5),
     )
     summary = {

@@ -47,6 +47,11 @@ class Subject:
     mask: np.ndarray
     spacing_mm: np.ndarray
     native_slice_mm: float
+    native_spacing_mm: np.ndarray | None = None  # the 1.5T's own voxel size (x, y, z)
+
+    def __post_init__(self):
+        if self.native_spacing_mm is None:  # files written before it was recorded
+            self.native_spacing_mm = np.array([*self.spacing_mm[:2], self.native_slice_mm])
 
     @property
     def t1(self) -> np.ndarray:
@@ -78,6 +83,11 @@ def load_subject(path: str | Path) -> Subject:
             mask=np.asarray(z["mask"]) > 0,
             spacing_mm=spacing,
             native_slice_mm=native,
+            native_spacing_mm=(
+                np.asarray(z["native_spacing_mm"], dtype=np.float64)
+                if "native_spacing_mm" in z
+                else None
+            ),
         )
 
 

@@ -17,21 +17,31 @@ import numpy as np
 import pandas as pd
 
 from sr7t.data.dataset import load_subject_arrays, robust_scale
-from sr7t.evaluate.metrics import all_metrics
 from sr7t.io import save_volume
 
 log = logging.getLogger(__name__)
 
+# Scores of every row (contrast-neutral: sr7t.evaluate.metrics.contrast_neutral_metrics).
+SCORE_COLUMNS = [
+    "psnr",
+    "ssim",
+    "nmse",
+    "hfen",
+    "gmsd",
+    "psnr_linear",
+    "ssim_linear",
+    "striping",
+]
 METRIC_COLUMNS = [
     "model",
     "resolution_mm",
     "subject",
-    "psnr",
-    "ssim",
-    "nmse",
+    "input",
+    "axis",
+    *SCORE_COLUMNS,
     "seconds",
     "input_slice_mm",
-    "data_range",
+    "reference",
     "sampling_steps",
     "params",
     "macs_per_slice",
@@ -100,8 +110,20 @@ def predict_scaled(
 
         cond, effective = degrade_condition(arrays, slice_mm)
         warning = check_input_spacing(meta, effective) or ""
+        native = arrays.get("native_spacing_mm")
+        inplane = (
+            float(np.max(native[:2])) if native is not None else float(arrays["spacing_mm"][0])
+        )
         pred = predict_volume(
-            model, meta, cond, batch_size=batch_size, device=device, progress=progress
+            model,
+            meta,
+            cond,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            thick_axis=2,
+            slice_mm=effective,
+            inplane_mm=inplane,
         )
     seconds = time.perf_counter() - t0
     mask = arrays["mask"]
@@ -113,17 +135,25 @@ def evaluate_model(
     model_name: str,
     model_file: str | None,
     test_files: list[str],
-    resolutions_mm: list[float],
+    cfg: dict,
     pred_pattern: str,
     out_tsv: str | Path,
-    batch_size: int = 16,
+    truth_root: str | Path | None = None,
     device: str | None = None,
 ) -> pd.DataFrame:
-    """Predict every held-out subject at every resolution; write predictions and metrics.
+    """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
-    ``pred_pattern`` has ``{subject}`` and ``{resolution_mm}`` fields (NIfTI on the 7T grid).
-    Returns the metrics table (columns :data:`METRIC_COLUMNS`) also written to ``out_tsv``.
+    ``cfg``: the ``evaluate`` config (``resolutions_mm``, ``axes``, ``isotropic``,
+    ``pipeline``, ``roi_mm``, ``noise``, ``batch_size``). ``truth_root``: the demo's truth
+    folder (``<raw>/truth``, one folder per subject) or None for cohorts without truth.
+    Each output gets its own monotone intensity map to the reference inside the brain
+    (:func:`sr7t.evaluate.metrics.contrast_neutral_metrics`). ``pred_pattern`` has
+    ``{subject}`` and ``{cell}`` fields (NIfTI of the scored region). Returns the table
+    (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
+    from sr7t.evaluate.cells import AXIS_NAMES, cell_input, eval_cells, load_truth, roi
+    from sr7t.evaluate.metrics import contrast_neutral_metrics, striping_ratio
+
     model = meta = None
     if model_name not in BASELINE_ORDER:
         from sr7t.models.bundle import load_bundle
@@ -135,35 +165,72 @@ def evaluate_model(
     for test_file in test_files:
         arrays = load_subject_arrays(test_file)
         subject = Path(test_file).name.removesuffix(".npz")
-        if "target" not in arrays:
+        truth = None
+        if truth_root is not None:
+            truth = load_truth(Path(truth_root) / subject, subject, arrays)
+        elif "target" not in arrays:
             raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
-        mask = arrays["mask"]
-        reference = scaled_reference(arrays)
-        for res in resolutions_mm:
-            scaled, effective, seconds, warning = predict_scaled(
-                model_name, model, meta, arrays, res, batch_size, device
+        cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
+        for cell in cells:
+            inp = cell_input(cell, arrays, truth, float(cfg.get("noise", 0.03)))
+            margin = 4 + int(meta["context_slices"]) if meta else 0
+            box = roi(inp["mask"], arrays["spacing_mm"], cfg.get("roi_mm"), margin)
+            inner = roi(inp["mask"], arrays["spacing_mm"], cfg.get("roi_mm"))
+            local = tuple(
+                slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
             )
+            warning, t0 = "", time.perf_counter()
+            if model is None:
+                pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
+                pred = pred[inner]
+            else:
+                from sr7t.models.predict import check_input_spacing, predict_volume
+
+                warning = check_input_spacing(meta, inp["slice_mm"]) or ""
+                condition = np.concatenate([inp["t1"][None], arrays["condition"][1:]], axis=0)[
+                    (slice(None), *box)
+                ]
+                pred = predict_volume(
+                    model,
+                    meta,
+                    condition,
+                    batch_size=int(cfg.get("batch_size", 16)),
+                    device=device,
+                    progress=False,
+                    thick_axis=inp["thick_axis"],
+                    slice_mm=inp["slice_mm"],
+                    inplane_mm=inp["inplane_mm"],
+                )[local]
+            seconds = time.perf_counter() - t0
             if warning:
                 log.warning("%s %s: %s", model_name, subject, warning)
+            reference, mask = inp["reference"][inner], inp["mask"][inner]
+            scores = contrast_neutral_metrics(pred, reference, mask)
+            axis_name = AXIS_NAMES[cell.axis]
+            stripe_axis = inp["thick_axis"]
+            scores["striping"] = striping_ratio(pred, reference, mask, stripe_axis)
+            label = f"{cell.kind}-{axis_name}-{cell.slice_mm:g}mm"
+            save_volume(
+                pred_pattern.format(subject=subject, cell=label),
+                np.where(mask, pred, 0.0).astype(np.float32),
+                _crop_affine(arrays["affine"], inner),
+            )
             if model is None:
                 steps, n_params, macs = 0, 0, 0
             else:
                 steps, n_params = int(meta["sampling_steps"]), int(meta["param_count"])
                 macs = int(meta.get("macs_per_slice", 0))
-            save_volume(
-                pred_pattern.format(subject=subject, resolution_mm=f"{res:g}"),
-                scaled,
-                arrays["affine"],
-            )
-            m = all_metrics(scaled, reference, mask)
             rows.append(
                 {
                     "model": model_name,
-                    "resolution_mm": float(res),
+                    "resolution_mm": float(inp["slice_mm"]),
                     "subject": subject,
-                    **{k: m[k] for k in ("psnr", "ssim", "nmse", "data_range")},
+                    "input": cell.kind,
+                    "axis": axis_name,
+                    **{k: scores[k] for k in SCORE_COLUMNS},
                     "seconds": seconds,
-                    "input_slice_mm": effective,
+                    "input_slice_mm": float(inp["slice_mm"]),
+                    "reference": "truth" if truth is not None else "processed_7T",
                     "sampling_steps": steps,
                     "params": n_params,
                     "macs_per_slice": macs,
@@ -171,12 +238,12 @@ def evaluate_model(
                 }
             )
             log.info(
-                "%s %s %g mm: PSNR %.2f dB, SSIM %.4f, %.1f s",
+                "%s %s %s: PSNR %.2f dB, SSIM %.4f, %.1f s",
                 model_name,
                 subject,
-                res,
-                m["psnr"],
-                m["ssim"],
+                label,
+                scores["psnr"],
+                scores["ssim"],
                 seconds,
             )
     table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
@@ -185,8 +252,18 @@ def evaluate_model(
     return table
 
 
-def combine_metrics(tables: list[str], out_tsv: str | Path, figure: str | Path) -> pd.DataFrame:
-    """Concatenate per-model tables into ``metrics.tsv`` and plot PSNR/SSIM vs resolution."""
+def _crop_affine(affine: np.ndarray, box) -> np.ndarray:
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] = affine[:3, :3] @ np.array([b.start for b in box]) + affine[:3, 3]
+    return out
+
+
+def combine_metrics(
+    tables: list[str], out_tsv: str | Path, figure: str | Path, summary_tsv: str | Path
+) -> pd.DataFrame:
+    """Concatenate per-model tables into ``metrics.tsv``; write ``summary.tsv`` (every model's
+    mean with a 95 % bootstrap CI, and each learned model minus ``bspline`` paired per unit,
+    per input kind and resolution) and plot PSNR/SSIM against input spacing with CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,23 +272,88 @@ def combine_metrics(tables: list[str], out_tsv: str | Path, figure: str | Path) 
     table = pd.concat(
         [pd.read_csv(t, sep="\t", keep_default_na=False) for t in tables], ignore_index=True
     )
-    table = table.sort_values(["model", "resolution_mm", "subject"])
+    table = table.sort_values(["model", "input", "axis", "resolution_mm", "subject"])
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
-    summary = table.groupby(["model", "resolution_mm"])[["psnr", "ssim"]].mean().reset_index()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
-    for name, group in summary.groupby("model"):
-        style = "--" if name in BASELINE_ORDER else "-"
-        for ax, key in zip(axes, ("psnr", "ssim"), strict=True):
-            ax.plot(group["resolution_mm"], group[key], style, marker="o", label=name)
-    axes[0].set_ylabel("PSNR in brain mask (dB)")
-    axes[1].set_ylabel("SSIM in brain mask")
-    for ax in axes:
-        ax.set_xlabel("input slice spacing (mm)")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("Held-out subjects, mean over subjects (higher is better)")
+    summary = summary_table(table)
+    summary.to_csv(summary_tsv, sep="\t", index=False, float_format="%.6g")
+
+    inputs = sorted(table["input"].unique())
+    fig, axes = plt.subplots(len(inputs), 2, figsize=(10, 3.6 * len(inputs)), dpi=90, squeeze=False)
+    for row, kind in zip(axes, inputs, strict=True):
+        part = summary[(summary["input"] == kind) & (summary["kind"] == "score")]
+        for name, group in part.groupby("model"):
+            style = "--" if name in BASELINE_ORDER else "-"
+            for ax, key in zip(row, ("psnr", "ssim"), strict=True):
+                g = group[group["metric"] == key].sort_values("resolution_mm")
+                err = [g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]]
+                ax.errorbar(
+                    g["resolution_mm"],
+                    g["mean"],
+                    yerr=err,
+                    fmt=style,
+                    marker="o",
+                    capsize=3,
+                    label=name,
+                )
+        row[0].set_ylabel(f"{kind}: PSNR (dB)")
+        row[1].set_ylabel(f"{kind}: SSIM")
+        for ax in row:
+            ax.set_xlabel("input slice spacing (mm)")
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=8)
+    fig.suptitle(
+        "Held-out subjects, contrast-neutral (isotonic fit), mean and 95 % bootstrap CI "
+        "over subjects x axes"
+    )
     fig.tight_layout()
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure)
     plt.close(fig)
     return table
+
+
+def summary_table(table: pd.DataFrame, baseline: str = "bspline") -> pd.DataFrame:
+    """Long summary: ``kind`` ``score`` rows (model mean and CI per input kind, resolution and
+    metric) and ``gain`` rows (model minus ``baseline``, paired over subject x axis units).
+    Resolution ``-1`` pools every resolution of the input kind."""
+    from sr7t.evaluate.stats import bootstrap_ci, paired_diff_ci
+
+    rows = []
+    units = ["subject", "axis", "resolution_mm"]
+    for kind, part in table.groupby("input"):
+        resolutions = [*sorted(part["resolution_mm"].unique()), -1.0]
+        for res in resolutions:
+            cell = part if res < 0 else part[part["resolution_mm"] == res]
+            for metric in ("psnr", "ssim", "hfen"):
+                for model, group in cell.groupby("model"):
+                    mean, lo, hi = bootstrap_ci(group[metric].to_numpy())
+                    rows.append(
+                        _summary_row("score", kind, res, metric, model, mean, lo, hi, len(group))
+                    )
+                if baseline not in set(cell["model"]):
+                    continue
+                for model in sorted(set(cell["model"]) - {baseline}):
+                    try:
+                        d = paired_diff_ci(cell, model, baseline, metric, unit_cols=units)
+                    except ValueError:
+                        continue
+                    rows.append(
+                        _summary_row(
+                            "gain", kind, res, metric, model, d["mean"], d["lo"], d["hi"], d["n"]
+                        )
+                    )
+    return pd.DataFrame(rows)
+
+
+def _summary_row(kind_, inp, res, metric, model, mean, lo, hi, n) -> dict:
+    return {
+        "kind": kind_,
+        "input": inp,
+        "resolution_mm": float(res),
+        "metric": metric,
+        "model": model,
+        "mean": mean,
+        "ci_lo": lo,
+        "ci_hi": hi,
+        "n": int(n),
+    }

@@ -16,6 +16,8 @@ written by the trainers:
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,18 +64,82 @@ def save_bundle(path: str | Path, model: Denoiser, meta: dict) -> Path:
     return atomic_torch_save({"format": BUNDLE_FORMAT, "state_dict": state, "meta": meta}, path)
 
 
+class BundleError(ValueError):
+    """A model file that is not a usable sr7t bundle: missing, corrupt or someone else's.
+
+    The message is one line naming the file and what was expected.
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(
+            f"model {path}: {problem}; expected an sr7t model bundle ({BUNDLE_FORMAT}: a "
+            "model.pt written by the workflow's teacher or distill_stage rule)"
+        )
+
+
+def read_bundle(path: str | Path) -> dict:
+    """The raw bundle dict (``format``, ``state_dict``, ``meta``), read with ``weights_only``.
+
+    Raises :class:`BundleError` for a missing, unreadable, corrupt or foreign file, never
+    PyTorch's advice to unpickle arbitrary code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(path, "does not exist")
+    if not path.is_file():
+        raise BundleError(path, "is not a file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # PyTorch's message suggests weights_only=False, i.e. running code from the file: no.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        problem = (
+            f"holds a pickled {found.group(1)}, not only tensors and plain Python values"
+            if found
+            else "is not a PyTorch file, or is corrupt"
+        )
+        raise BundleError(path, problem) from None
+    except Exception as exc:  # corrupt zip, truncated file, not a torch file at all
+        raise BundleError(path, f"cannot be read by torch.load ({_first_line(exc)})") from None
+    if not isinstance(blob, dict):
+        raise BundleError(path, f"holds a {type(blob).__name__}, not a bundle dict")
+    if blob.get("format") != BUNDLE_FORMAT:
+        keys = sorted(str(k) for k in blob)[:8]
+        raise BundleError(path, f"has format {blob.get('format')!r} (a dict with keys {keys})")
+    meta = blob.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
+        raise BundleError(path, "has no meta.architecture")
+    if not isinstance(blob.get("state_dict"), dict):
+        raise BundleError(path, "has no state_dict")
+    return blob
+
+
 def load_bundle(path: str | Path, device: str | torch.device | None = None):
     """Read a bundle with ``weights_only=True``; returns ``(model in eval mode, meta)``.
 
-    ``device`` None: CUDA when available, else CPU.
+    ``device`` None: CUDA when available, else CPU. Raises :class:`BundleError` (one line
+    naming the file) when ``path`` is not a usable bundle.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path}: not an sr7t model bundle (format {BUNDLE_FORMAT})")
+    blob = read_bundle(path)
     meta = blob["meta"]
     arch = meta["architecture"]
-    model = Denoiser(arch["n_condition"], arch)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model = Denoiser(arch["n_condition"], arch)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise BundleError(
+            path, f"its weights do not fit its architecture ({_first_line(exc)})"
+        ) from None
     return model.to(device).eval(), meta
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "weights_only" in text:
+        text = type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

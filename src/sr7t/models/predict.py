@@ -44,6 +44,22 @@ def _select_channels(meta: dict, condition: np.ndarray):
     return t1, guidance
 
 
+def _geometry(meta: dict, slice_mm, inplane_mm, shape) -> np.ndarray | None:
+    """The constant geometry channels for a model that takes them (None otherwise)."""
+    if not meta.get("geometry_channels"):
+        return None
+    if slice_mm is None or inplane_mm is None:
+        raise ValueError(f"model {meta.get('kind', '?')} needs the input's slice_mm and inplane_mm")
+    from sr7t.data.randomised import geometry_planes
+
+    return geometry_planes(float(slice_mm), float(inplane_mm), shape)
+
+
+def _to_frame(condition: np.ndarray, thick_axis: int) -> np.ndarray:
+    """(C, X, Y, Z) with the thick axis moved last: the model frame."""
+    return np.moveaxis(condition, 1 + int(thick_axis), 3)
+
+
 @torch.no_grad()
 def predict_volume(
     model: Denoiser,
@@ -54,16 +70,23 @@ def predict_volume(
     device=None,
     progress: bool = True,
     seed: int = 0,
+    thick_axis: int = 2,
+    slice_mm: float | None = None,
+    inplane_mm: float | None = None,
 ) -> np.ndarray:
     """Super-resolve one volume.
 
-    ``condition``: float32 (C, X, Y, Z) on the 7T grid, channels as ``meta["channels"]``, in
-    the dataset's normalised units (1.5T divided by its in-mask 99th percentile). Every plane
-    along each of ``meta["slice_axis"]`` is sampled with deterministic DDIM (``steps``, default
-    ``meta["sampling_steps"]``; starting noise from ``seed``); planes are zero-padded to the
-    UNet's size multiple and cropped back; the residual is added to the 1.5T channel. With
-    several plane axes the predictions are averaged. Returns float32 (X, Y, Z) in normalised
-    7T units.
+    ``condition``: float32 (C, X, Y, Z) on the fine grid, channels as ``meta["channels"]``, in
+    the dataset's normalised units (1.5T divided by its in-mask 99th percentile), the input
+    linearly interpolated onto the grid. ``thick_axis``: the input's slice axis (0, 1 or 2);
+    it becomes the last axis of every model plane. ``slice_mm`` / ``inplane_mm``: the input's
+    slice spacing and in-plane resolution (needed by models with geometry channels).
+    Every plane along each of ``meta["slice_axis"]`` (axes of the frame where the thick axis is
+    last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``;
+    starting noise from ``seed``); planes are zero-padded to the UNet's size multiple and
+    cropped back; the residual is added to the input channel. With several plane axes the
+    predictions are averaged (orthogonal-plane fusion). Returns float32 (X, Y, Z) in
+    normalised 7T units.
     """
     if device is None:
         device = next(model.parameters()).device
@@ -72,7 +95,7 @@ def predict_volume(
     steps = int(steps or meta["sampling_steps"])
     scale = float(meta["residual_scale"])
     context = int(meta["context_slices"])
-    condition = np.asarray(condition, dtype=np.float32)
+    condition = _to_frame(np.asarray(condition, dtype=np.float32), thick_axis)
     t1, guidance = _select_channels(meta, condition)
     mult = model.size_multiple
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -85,19 +108,24 @@ def predict_volume(
         n = t1.shape[axis]
         h, w = t1.shape[1 - axis], t1.shape[2]
         ph, pw = (-h) % mult, (-w) % mult
+        geometry = _geometry(meta, slice_mm, inplane_mm, (h, w))
         residual = np.zeros((n, h, w), dtype=np.float32)
         # One draw per axis, so the result does not depend on batch_size.
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
         for first in range(0, n, batch_size):
             idx = np.arange(first, min(first + batch_size, n))
-            cond = torch.from_numpy(condition_planes(t1, guidance, axis, idx, context))
-            x0 = _sample_padded(model, cond, steps, noise_all[idx], device)
+            planes = condition_planes(t1, guidance, axis, idx, context)
+            if geometry is not None:
+                geo = np.broadcast_to(geometry, (len(idx), *geometry.shape))
+                planes = np.concatenate([planes, geo], axis=1)
+            x0 = _sample_padded(model, torch.from_numpy(planes), steps, noise_all[idx], device)
             residual[idx] = x0 * scale
             bar.update(len(idx))
-        # (N, A, Z) back to (X, Y, Z)
+        # (N, A, Z) back to the frame's (X, Y, Z)
         out += np.moveaxis(residual, 0, axis)
     bar.close()
-    return (t1 + out / len(axes)).astype(np.float32)
+    pred = (t1 + out / len(axes)).astype(np.float32)
+    return np.moveaxis(pred, 2, int(thick_axis))
 
 
 def _sample_padded(model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device):
@@ -112,17 +140,29 @@ def _sample_padded(model: Denoiser, cond: torch.Tensor, steps: int, noise: torch
 
 @torch.no_grad()
 def predict_plane(
-    model: Denoiser, meta: dict, condition: np.ndarray, axis: int, index: int, seed: int = 0
+    model: Denoiser,
+    meta: dict,
+    condition: np.ndarray,
+    axis: int,
+    index: int,
+    seed: int = 0,
+    slice_mm: float | None = None,
+    inplane_mm: float | None = None,
 ) -> np.ndarray:
     """Super-resolve the single plane ``index`` along ``axis`` (0 or 1) of ``condition``
-    (C, X, Y, Z, as for :func:`predict_volume`). Returns float32 (A, Z) in normalised 7T units
-    (for monitoring; the noise differs from a whole-volume prediction's)."""
+    (C, X, Y, Z, thick along z, as for :func:`predict_volume`). Returns float32 (A, Z) in
+    normalised 7T units (for monitoring; the noise differs from a whole-volume prediction's)."""
     device = next(model.parameters()).device
     t1, guidance = _select_channels(meta, np.asarray(condition, dtype=np.float32))
-    cond = torch.from_numpy(condition_planes(t1, guidance, axis, [index], meta["context_slices"]))
+    planes = condition_planes(t1, guidance, axis, [index], meta["context_slices"])
+    h, w = planes.shape[-2:]
+    geometry = _geometry(meta, slice_mm, inplane_mm, (h, w))
+    if geometry is not None:
+        planes = np.concatenate([planes, geometry[None]], axis=1)
     mult = model.size_multiple
-    h, w = cond.shape[-2:]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn((1, 1, h + (-h) % mult, w + (-w) % mult), generator=gen)
-    residual = _sample_padded(model, cond, int(meta["sampling_steps"]), noise, device)
+    residual = _sample_padded(
+        model, torch.from_numpy(planes), int(meta["sampling_steps"]), noise, device
+    )
     return np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])

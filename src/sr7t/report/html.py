@@ -79,12 +79,23 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
     ]
 
     parts.append("<h2>Results on held-out subjects</h2>")
+    summary_file = p("eval_summary")
+    if summary_file.exists():
+        gains = pd.read_csv(summary_file, sep="\t", keep_default_na=False)
+        parts.append(_headline(gains))
     summary = (
-        metrics.groupby(["model", "resolution_mm"])[["psnr", "ssim", "nmse", "seconds"]]
+        metrics.groupby(["model", "input", "resolution_mm"])[
+            ["psnr", "ssim", "hfen", "striping", "seconds"]
+        ]
         .mean()
         .reset_index()
     )
-    parts.append(_table(summary, floats={"psnr": 2, "ssim": 4, "nmse": 4, "seconds": 2}))
+    parts.append(
+        _table(
+            summary,
+            floats={"psnr": 2, "ssim": 4, "hfen": 3, "striping": 2, "seconds": 2},
+        )
+    )
     parts.append(
         _figure(
             p("eval_figure").read_bytes(),
@@ -168,6 +179,34 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
     return out_html
 
 
+def _headline(summary: pd.DataFrame) -> str:
+    """The top line: what the best learned model gains over B-spline, with its 95 % CI."""
+    gains = summary[
+        (summary["kind"] == "gain")
+        & (summary["metric"] == "psnr")
+        & (summary["resolution_mm"] < 0)
+        & (summary["model"] != "trilinear")
+    ]
+    if gains.empty:
+        return "<p>No learned model was scored against the B-spline baseline.</p>"
+    lines = []
+    for kind, part in gains.groupby("input"):
+        best = part.sort_values("mean").iloc[-1]
+        verdict = (
+            "better than"
+            if best["ci_lo"] > 0
+            else ("worse than" if best["ci_hi"] < 0 else "not distinguishable from")
+        )
+        lines.append(
+            f"<li><b>{html.escape(kind)} inputs</b>: the best learned model, "
+            f"<code>{html.escape(str(best['model']))}</code>, is {verdict} B-spline "
+            f"interpolation: {best['mean']:+.2f} dB PSNR (95 % CI {best['ci_lo']:+.2f} to "
+            f"{best['ci_hi']:+.2f}, {int(best['n'])} subject x axis x spacing units, contrast "
+            "factored out by an isotonic fit).</li>"
+        )
+    return "<p><b>Summary</b></p><ul>" + "".join(lines) + "</ul>"
+
+
 def _split_counts(manifest: pd.DataFrame) -> str:
     counts = manifest.drop_duplicates("subject")["split"].value_counts().sort_index()
     return ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -193,41 +232,36 @@ def _example_slices(root: Path, cohort: str, metrics: pd.DataFrame) -> bytes | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sr7t.data.dataset import load_subject_arrays
-
     subject = sorted(metrics["subject"].unique())[0]
-    # the coarsest input every model was trained for (a resolution outside the range is
-    # evaluated on purpose, but is not the one to show first)
-    warned = set(metrics.loc[metrics["warning"].astype(str) != "", "resolution_mm"])
-    in_range = [r for r in metrics["resolution_mm"].unique() if r not in warned]
-    res = float(max(in_range or metrics["resolution_mm"]))
+    # the coarsest input every model was trained for, thick along z (a resolution outside the
+    # range is evaluated on purpose, but is not the one to show first)
+    rows = metrics[(metrics["subject"] == subject) & (metrics["axis"].astype(str) == "z")]
+    warned = set(rows.loc[rows["warning"].astype(str) != "", "resolution_mm"])
+    in_range = [r for r in rows["resolution_mm"].unique() if r not in warned]
+    if rows.empty:
+        return None
+    res = float(max(in_range or rows["resolution_mm"]))
+    kind = "sim" if "sim" in set(rows["input"]) else "pipeline"
+    label = f"{kind}-z-{res:g}mm"
     models = ["trilinear"] + [
         m for m in sorted(metrics["model"].unique()) if m not in ("trilinear", "bspline")
     ]
     panels = []
     for model in models:
         f = paths.path(
-            "eval_prediction",
-            root,
-            cohort=cohort,
-            model=model,
-            subject=subject,
-            resolution_mm=f"{res:g}",
+            "eval_prediction", root, cohort=cohort, model=model, subject=subject, cell=label
         )
         if f.exists():
             panels.append((model, load_volume(f)[0]))
-    npz = paths.path("dataset_subject", root, cohort=cohort, subject=subject)
-    if not panels or not npz.exists():
+    if not panels:
         return None
-    arrays = load_subject_arrays(npz)
-    panels.append(("7T (reference)", arrays["target"] * (arrays["mask"] > 0)))
     y = panels[0][1].shape[1] // 2
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), dpi=90)
     for ax, (name, vol) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(np.rot90(vol[:, y, :]), cmap="gray", vmin=0, vmax=1.1)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{subject}, input slice spacing {res:g} mm", fontsize=10)
+    fig.suptitle(f"{subject}, {kind} input, {res:g} mm slices along z", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -200,7 +200,8 @@ class DiffusionTrainer:
     def setup(self) -> None:
         """Decide the plan (channels, residual scale...) before the model is built."""
         self.use_guidance = bool(self.cfg.get("use_guidance", True))
-        self.axes = slice_axes(self.data_cfg)
+        # Randomised inputs: the thick axis is the frame's last, planes along both others.
+        self.axes = [0, 1] if self.randomised else slice_axes(self.data_cfg)
         self.context_slices = int(self.data_cfg["context_slices"])
         self.channels = self.train_subjects[0].channels
         for s in self.train_subjects + self.val_subjects:
@@ -213,7 +214,18 @@ class DiffusionTrainer:
     def total_steps(self) -> int:
         return int(self.cfg["train_steps"])
 
-    def make_dataset(self, subjects: list[Subject], seed: int, length: int) -> SliceDataset:
+    @property
+    def randomised(self) -> bool:
+        """Randomised inputs (:mod:`sr7t.data.randomised`) or the paired 1.5T as acquired."""
+        return self.data_cfg.get("inputs", "randomised") == "randomised"
+
+    def make_dataset(self, subjects: list[Subject], seed: int, length: int):
+        if self.randomised:
+            from sr7t.data.randomised import RandomisedSliceDataset
+
+            return RandomisedSliceDataset(
+                subjects, self.data_cfg, self.use_guidance, seed=seed, length=length
+            )
         return SliceDataset(subjects, self.data_cfg, self.use_guidance, seed=seed, length=length)
 
     def build_trainable(self, n_condition: int) -> nn.Module:
@@ -255,16 +267,36 @@ class DiffusionTrainer:
             "context_slices": self.context_slices,
             "sampling_steps": self.sampling_steps,
             "train_slice_mm": [lo, hi],
-            "trained_slice_mm": [max(lo, min(natives)), max(hi, max(lo, min(natives)))],
+            "trained_slice_mm": (
+                [max(lo, float(spacings.min())), hi]
+                if self.randomised
+                else [max(lo, min(natives)), max(hi, max(lo, min(natives)))]
+            ),
             "native_slice_mm_seen": [min(natives), max(natives)],
             "spacing_mm_seen": [spacings.min(0).tolist(), spacings.max(0).tolist()],
             "residual_scale": self.residual_scale,
+            "inputs": self.data_cfg.get("inputs", "randomised"),
+            "geometry_channels": self.randomised,
+            "train_inplane_mm": self.train_inplane_mm(),
             "normalisation": (
                 "every scan divided by its 99th percentile inside the brain mask; the model "
                 "predicts (7T - 1.5T) / residual_scale on the 7T grid"
             ),
             "config": {"data": self.data_cfg, self.section: self.cfg},
         }
+
+    def train_inplane_mm(self) -> list[float]:
+        """The in-plane resolutions (mm) the model saw: drawn when randomised, else the
+        paired 1.5T's own."""
+        voxel = float(min(s.spacing_mm.min() for s in self.train_subjects))
+        if self.randomised:
+            from sr7t.data.randomised import synth_config
+
+            lo, hi = synth_config(self.data_cfg)["inplane_mm"]
+            natives = [float(s.native_spacing_mm[:2].max()) for s in self.train_subjects]
+            return [max(float(lo), voxel), max(float(hi), max(natives))]
+        natives = [float(s.native_spacing_mm[:2].max()) for s in self.train_subjects]
+        return [min(natives), max(natives)]
 
     # ----- shared helpers -------------------------------------------------------------
     def x0_cond(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ def subject_arrays(subject: Subject) -> dict:
         "target": subject.target,
         "spacing_mm": subject.spacing_mm,
         "native_slice_mm": subject.native_slice_mm,
+        "native_spacing_mm": subject.native_spacing_mm,
     }
 
 
@@ -80,7 +81,15 @@ def save_sample_figure(
     cond, effective = degrade_condition(arrays, slice_mm)
     axis = int(meta["slice_axis"][0])
     index = subject.t1.shape[axis] // 2
-    sample = predict_plane(model, meta, cond, axis, index)
+    sample = predict_plane(
+        model,
+        meta,
+        cond,
+        axis,
+        index,
+        slice_mm=effective,
+        inplane_mm=float(np.max(subject.native_spacing_mm[:2])),
+    )
     t1 = np.take(cond[subject.channels.index(T1_CHANNEL)], index, axis=axis)
     target = np.take(subject.target, index, axis=axis)
     mask = np.take(subject.mask, index, axis=axis)

@@ -1,0 +1,157 @@
+"""Training examples with randomised anatomy, contrast and acquisition (:mod:`sr7t.data.synth`).
+
+Each example is a 2.5-D patch in the *model frame*: the image axes are (a, t) where ``t`` is
+the input's thick-slice axis (always the plane's last axis), ``a`` one of the two other axes,
+and the context planes are neighbours along the third axis ``n``. The thick axis is drawn
+among the subject's x, y and z per example, and so are the plane's other axis and the
+acquisition, so one model serves thick slices along any axis, isotropically coarse inputs and
+fine ones. The condition channels are, in order:
+
+- ``2 * context_slices + 1`` input planes (the acquired 1.5T-like block, linearly interpolated
+  back to the fine grid, normalised so its 99th percentile in the brain is about 1);
+- the guidance channels of the centre plane (as :class:`~sr7t.data.slices.SliceDataset`),
+  unless ``use_guidance`` is false;
+- :data:`GEOMETRY_CHANNELS`: constant planes with the input's slice spacing and in-plane
+  resolution (mm / :data:`GEOMETRY_SCALE_MM`), so the model knows the acquisition.
+
+With probability ``synth.real_fraction`` the input is the subject's real registered 1.5T
+(thick along z as acquired, re-acquired at a coarser spacing when drawn), without warping:
+the real scanner's appearance stays in the mix. Otherwise the input is made from the warped
+7T target (random contrast, bias, noise, acquisition). The target is the warped 7T either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sr7t.data import synth
+from sr7t.data.slices import Subject
+
+GEOMETRY_CHANNELS = ("slice_mm", "inplane_mm")
+GEOMETRY_SCALE_MM = 8.0
+CONTEXT_MARGIN = 3  # extra planes each side along n, so in-plane blur there has support
+
+
+def geometry_planes(slice_mm: float, inplane_mm: float, shape) -> np.ndarray:
+    """The geometry condition channels: (2, *shape) float32 constants."""
+    values = np.array([slice_mm, inplane_mm], dtype=np.float32) / GEOMETRY_SCALE_MM
+    return np.broadcast_to(values[:, None, None], (2, *shape)).astype(np.float32)
+
+
+def synth_config(data_cfg: dict) -> dict:
+    return {**synth.SYNTH_DEFAULTS, **(data_cfg.get("synth") or {})}
+
+
+class RandomisedSliceDataset(Dataset):
+    """Randomised 2.5-D training patches, each fully determined by ``(seed, index)``.
+
+    Items are dicts of float32 tensors like :class:`~sr7t.data.slices.SliceDataset`'s:
+    ``cond`` (Ccond, P, P), ``base`` (1, P, P) the centre input plane, ``target`` (1, P, P),
+    ``mask`` (1, P, P), ``slice_mm``, ``offset_mm`` and ``origin`` (subject, thick axis, plane
+    axis, real input flag, 0).
+    """
+
+    def __init__(
+        self,
+        subjects: list[Subject],
+        data_cfg: dict,
+        use_guidance: bool = True,
+        seed: int = 0,
+        length: int = 10**9,
+    ):
+        if not subjects:
+            raise ValueError("RandomisedSliceDataset needs at least one subject")
+        missing = [s.name for s in subjects if s.target is None]
+        if missing:
+            raise ValueError(f"subjects without a 7T target cannot be used to train: {missing}")
+        self.subjects = subjects
+        self.cfg = data_cfg
+        self.synth = synth_config(data_cfg)
+        self.use_guidance = use_guidance
+        self.seed = int(seed)
+        self.length = int(length)
+        self._brain = [np.argwhere(s.mask) for s in subjects]
+        for s, b in zip(subjects, self._brain, strict=True):
+            if not len(b):
+                raise ValueError(f"subject {s.name}: empty brain mask")
+            if not np.allclose(s.spacing_mm, s.spacing_mm[0], rtol=0.02):
+                raise ValueError(
+                    f"subject {s.name}: randomised inputs need an isotropic 7T grid, got "
+                    f"{s.spacing_mm.tolist()} mm"
+                )
+
+    @property
+    def n_condition(self) -> int:
+        c = int(self.cfg["context_slices"])
+        n_guidance = len(self.subjects[0].channels) - 1 if self.use_guidance else 0
+        return 2 * c + 1 + n_guidance + len(GEOMETRY_CHANNELS)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(index)])
+        k = int(rng.integers(len(self.subjects)))
+        subj = self.subjects[k]
+        voxel = float(subj.spacing_mm[0])
+        size = int(self.cfg["patch_size"])
+        c = int(self.cfg["context_slices"])
+        real = rng.random() < float(self.synth["real_fraction"])
+        if real:
+            thick = 2  # the real 1.5T is thick along z as acquired
+        else:
+            thick = int(rng.integers(3))
+        a, n = (ax for ax in (0, 1, 2) if ax != thick)
+        if rng.random() < 0.5:
+            a, n = n, a
+        centre = self._brain[k][int(rng.integers(len(self._brain[k])))]
+        depth = 2 * c + 1 + 2 * CONTEXT_MARGIN
+        coords = synth.sampling_coords(
+            rng, centre, (depth, size, size), (n, a, thick), voxel, self.synth, warp=not real
+        )
+        mid = CONTEXT_MARGIN + c
+        target = synth.sample(subj.target, coords[:, mid])
+        mask = synth.sample(subj.mask.astype(np.float32), coords[:, mid]) > 0.5
+
+        if real:
+            native = subj.native_spacing_mm
+            acq = synth.draw_acquisition(
+                rng, self.cfg["train_slice_mm"], [native[0], native[0]], voxel, self.synth
+            )
+            slice_mm = max(acq.slice_mm, float(native[2]))
+            block = synth.sample(subj.t1, coords)
+            if slice_mm > native[2] * 1.001:
+                m = synth.acquisition_matrix(size, voxel, slice_mm, offset_mm=acq.offset_mm)
+                block = synth.apply_along(block, m, 2)
+            inplane = float(max(native[0], native[1]))
+            offset = acq.offset_mm
+        else:
+            acq = synth.draw_acquisition(
+                rng, self.cfg["train_slice_mm"], self.synth["inplane_mm"], voxel, self.synth
+            )
+            block = synth.random_contrast(
+                rng, synth.sample(subj.target, coords), self.synth["gamma"]
+            )
+            block = block * np.exp(synth.smooth_log_bias(rng, block.shape, self.synth["bias_log"]))
+            block = synth.rician(rng, block, float(rng.uniform(*self.synth["noise"])))
+            block = synth.acquire(block, voxel, acq, thick_axis=2, inplane_axes=(0, 1))
+            slice_mm, inplane, offset = acq.slice_mm, acq.inplane_mm, acq.offset_mm
+
+        planes = block[CONTEXT_MARGIN : CONTEXT_MARGIN + 2 * c + 1]
+        parts = [planes]
+        if self.use_guidance:
+            guidance = np.stack([synth.sample(g, coords[:, mid]) for g in subj.guidance])
+            parts.append(guidance)
+        parts.append(geometry_planes(slice_mm, inplane, (size, size)))
+        cond = np.concatenate(parts).astype(np.float32)
+        return {
+            "cond": torch.from_numpy(cond),
+            "base": torch.from_numpy(planes[c : c + 1].copy()),
+            "target": torch.from_numpy(target[None]),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "slice_mm": torch.tensor(slice_mm, dtype=torch.float32),
+            "offset_mm": torch.tensor(offset, dtype=torch.float32),
+            "origin": torch.tensor([k, thick, n, int(real), 0]),
+        }

@@ -1,0 +1,276 @@
+"""Randomised 1.5T-like acquisitions, so the model learns super-resolution, not one simulator.
+
+The lesson of SynthSR: a network trained on widely randomised inputs holds up on real scans of
+any contrast and resolution. Every training example gets its own, deterministic per seed:
+
+- anatomy: a random affine (rotation, per-axis scale, shear, flips) and a smooth random
+  displacement of the sampling grid (up to ``deform_mm``), so no two examples share a shape;
+- appearance: a random monotone intensity map (gamma, then a random piecewise-linear curve:
+  any T1w-like contrast keeps CSF < GM < WM), a smooth multiplicative bias and Rician noise;
+- acquisition: thick slices along a random axis, spacing drawn from ``slice_mm``, slice profile
+  box or Gaussian, with or without a gap; in-plane resolution drawn from ``inplane_mm``.
+
+The 7T target keeps its one contrast. Every resolution loss is one linear operator per axis
+(:func:`acquisition_matrix`): the tissue is integrated over each slice's profile at its
+centre, then linearly interpolated back onto the fine grid (constant beyond the first and last
+centre). ``sr7t predict`` brings a real scan onto the fine grid with the same linear
+interpolation, so what the model sees in training and inference agrees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+from sr7t.data.resolution import slice_spacing_matrix
+
+PROFILES = ("box", "gauss")
+# Defaults of ``data.synth`` (the schema holds the same values; this is for direct callers).
+SYNTH_DEFAULTS: dict = {
+    "real_fraction": 0.25,  # share of examples whose input is the subject's real 1.5T
+    "deform_mm": 10.0,  # max smooth displacement of the sampling grid
+    "rotation_deg": 15.0,
+    "scale": [0.85, 1.15],
+    "shear": 0.08,
+    "gamma": [0.6, 1.7],
+    "bias_log": 0.25,  # max |log bias| of the random bias field
+    "noise": [0.0, 0.08],  # Rician sigma relative to the 99th percentile (= 1)
+    "gap_fraction": [0.0, 0.3],  # of the slice spacing, for 1 in 3 examples
+    "inplane_mm": [1.0, 2.5],  # in-plane resolution (never finer than the grid)
+}
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """How an input was acquired, in the model's frame (thick axis = the plane's last axis).
+
+    ``slice_mm``: slice spacing; ``thickness_mm``: profile width (box width or Gaussian FWHM;
+    ``< slice_mm`` means a gap); ``profile``: ``box`` or ``gauss``; ``offset_mm``: first slice
+    centre from the first voxel centre; ``inplane_mm``: in-plane resolution (Gaussian FWHM and
+    sampling step).
+    """
+
+    slice_mm: float
+    thickness_mm: float
+    profile: str
+    offset_mm: float
+    inplane_mm: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def acquisition_matrix(
+    n: int,
+    voxel_mm: float,
+    spacing_mm: float,
+    width_mm: float | None = None,
+    profile: str = "box",
+    offset_mm: float = 0.0,
+) -> np.ndarray:
+    """The ``(n, n)`` float64 matrix ``M`` with ``acquired_line = M @ line`` along one axis.
+
+    Samples every ``spacing_mm`` (first centre ``offset_mm`` from the first voxel centre,
+    taken modulo the spacing) through a profile of width ``width_mm`` (default: the spacing),
+    then interpolates linearly back to the ``n`` voxel centres. A box profile with width equal
+    to the spacing is exactly :func:`sr7t.data.resolution.slice_spacing_matrix`. Rows sum to 1;
+    ``spacing_mm <= voxel_mm`` with ``width_mm <= voxel_mm`` is the identity.
+    """
+    width = float(spacing_mm if width_mm is None else width_mm)
+    if profile not in PROFILES:
+        raise ValueError(f"slice profile must be one of {PROFILES}, got {profile!r}")
+    spacing = max(float(spacing_mm), float(voxel_mm))
+    if profile == "box" and abs(width - spacing) < 1e-9:
+        return slice_spacing_matrix(n, voxel_mm, spacing, offset_mm)
+    return _matrix(int(n), float(voxel_mm), spacing, width, profile, round(offset_mm % spacing, 6))
+
+
+@lru_cache(maxsize=512)
+def _matrix(n, voxel_mm, spacing, width, profile, offset):
+    first = offset - spacing if offset > 0 else 0.0
+    length = (n - 1) * voxel_mm
+    n_slices = int(math.ceil((length - first) / spacing - 1e-9)) + 1
+    centres = first + spacing * np.arange(n_slices)
+    # Integrate the profile over each voxel's extent with 8 sub-samples per voxel.
+    sub = (np.arange(8) + 0.5) / 8 - 0.5
+    pos = (np.arange(n)[:, None] + sub[None]) * voxel_mm  # (n, 8)
+    d = pos[None] - centres[:, None, None]  # (S, n, 8)
+    if profile == "box":
+        w = (np.abs(d) <= max(width, voxel_mm * 1e-3) / 2).astype(np.float64)
+    else:
+        sigma = max(width, 1e-3) / (2 * math.sqrt(2 * math.log(2)))
+        w = np.exp(-0.5 * (d / sigma) ** 2)
+    weights = w.sum(-1)  # (S, n)
+    empty = weights.sum(1) <= 0
+    nearest = np.clip(np.round(centres / voxel_mm).astype(int), 0, n - 1)
+    weights[empty, nearest[empty]] = 1.0
+    weights /= weights.sum(1, keepdims=True)
+    grid = np.arange(n) * voxel_mm
+    interp = np.zeros((n, n_slices))
+    if n_slices == 1:
+        interp[:, 0] = 1.0
+    else:
+        k = np.clip(np.searchsorted(centres, grid, side="right") - 1, 0, n_slices - 2)
+        frac = np.clip((grid - centres[k]) / spacing, 0.0, 1.0)
+        interp[np.arange(n), k] = 1.0 - frac
+        interp[np.arange(n), k + 1] += frac
+    matrix = interp @ weights
+    matrix.setflags(write=False)
+    return matrix
+
+
+def apply_along(volume: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` (n, n) applied to every line of ``volume`` along ``axis`` (float32 out)."""
+    moved = np.moveaxis(volume, axis, -1).astype(np.float64, copy=False)
+    return np.moveaxis(moved @ matrix.T, -1, axis).astype(np.float32)
+
+
+def acquire(volume: np.ndarray, voxel_mm: float, acq: Acquisition, thick_axis: int, inplane_axes):
+    """``volume`` (fine grid, isotropic ``voxel_mm``) as acquired by ``acq``: thick slices along
+    ``thick_axis``, in-plane resolution along each of ``inplane_axes``. Same shape, float32."""
+    n = volume.shape[thick_axis]
+    out = apply_along(
+        volume,
+        acquisition_matrix(n, voxel_mm, acq.slice_mm, acq.thickness_mm, acq.profile, acq.offset_mm),
+        thick_axis,
+    )
+    if acq.inplane_mm > voxel_mm * 1.01:
+        for ax in inplane_axes:
+            m = acquisition_matrix(out.shape[ax], voxel_mm, acq.inplane_mm, acq.inplane_mm, "gauss")
+            out = apply_along(out, m, ax)
+    return out
+
+
+def draw_acquisition(
+    rng: np.random.Generator, slice_range_mm, inplane_range_mm, voxel_mm: float, cfg: dict
+) -> Acquisition:
+    """A random acquisition: spacing uniform in ``slice_range_mm`` (never finer than the
+    grid), in-plane resolution uniform in ``inplane_range_mm`` (never coarser than the slice
+    spacing), profile box or Gaussian, and for one example in three a gap."""
+    lo, hi = (max(float(v), voxel_mm) for v in slice_range_mm)
+    slice_mm = float(rng.uniform(lo, hi)) if hi > lo else lo
+    ilo, ihi = (max(float(v), voxel_mm) for v in inplane_range_mm)
+    ihi = min(ihi, max(slice_mm, ilo))
+    inplane = float(rng.uniform(ilo, ihi)) if ihi > ilo else ilo
+    gap = float(rng.uniform(*cfg["gap_fraction"])) if rng.random() < 1 / 3 else 0.0
+    profile = PROFILES[int(rng.integers(len(PROFILES)))]
+    return Acquisition(
+        slice_mm=slice_mm,
+        thickness_mm=max(slice_mm * (1.0 - gap), voxel_mm),
+        profile=profile,
+        offset_mm=float(rng.uniform(0.0, slice_mm)),
+        inplane_mm=inplane,
+    )
+
+
+def random_contrast(rng: np.random.Generator, x: np.ndarray, gamma_range) -> np.ndarray:
+    """A random monotone increasing intensity map of ``x`` (normalised: 1 = the 99th
+    percentile), with the map's value at 1 scaled back to 1: gamma, then a random
+    piecewise-linear curve blended with the identity. Any T1w-like contrast, tissue order kept."""
+    g = float(np.exp(rng.uniform(np.log(gamma_range[0]), np.log(gamma_range[1]))))
+    knots_x = np.linspace(0.0, 1.5, 7)
+    steps = rng.dirichlet(np.full(len(knots_x) - 1, 2.0))
+    knots_y = np.concatenate([[0.0], np.cumsum(steps)]) * 1.5
+    blend = float(rng.uniform(0.0, 1.0))
+
+    def lut(v):
+        v = np.clip(v, 0.0, None) ** g
+        curve = np.interp(v, knots_x, knots_y, right=None)
+        beyond = v > knots_x[-1]  # extend the last segment linearly
+        if np.any(beyond):
+            slope = (knots_y[-1] - knots_y[-2]) / (knots_x[-1] - knots_x[-2])
+            curve = np.where(beyond, knots_y[-1] + slope * (v - knots_x[-1]), curve)
+        return (1 - blend) * v + blend * curve
+
+    return (lut(x) / max(float(lut(np.array(1.0))), 1e-6)).astype(np.float32)
+
+
+def smooth_log_bias(rng: np.random.Generator, shape, max_log: float) -> np.ndarray:
+    """A smooth random log bias over a block: a random quadratic with max |value| drawn in
+    ``[0, max_log]``. float32, ``shape``."""
+    xi = [np.linspace(-1, 1, n) for n in shape]
+    grids = np.meshgrid(*xi, indexing="ij", sparse=True)
+    x, y, z = grids
+    terms = [x, y, z, x * y, x * z, y * z, x * x, y * y, z * z]
+    field = sum(rng.normal() * t for t in terms)
+    field = field - np.mean(field)
+    peak = float(np.abs(field).max()) or 1.0
+    return (field * (rng.uniform(0.0, max_log) / peak)).astype(np.float32)
+
+
+def rician(rng: np.random.Generator, x: np.ndarray, sigma: float) -> np.ndarray:
+    """Magnitude of ``x`` plus complex Gaussian noise of standard deviation ``sigma``."""
+    if sigma <= 0:
+        return x.astype(np.float32)
+    re = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+    im = sigma * rng.standard_normal(x.shape).astype(np.float32)
+    return np.sqrt(re * re + im * im).astype(np.float32)
+
+
+def random_linear(rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """A random 3x3 map: rotation about a random axis, per-axis scale, shear and flips."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(rng.uniform(-1, 1) * cfg["rotation_deg"])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+    scale = np.diag(rng.uniform(*cfg["scale"], size=3) * rng.choice([-1.0, 1.0], size=3))
+    shear = np.eye(3) + np.triu(rng.uniform(-1, 1, (3, 3)) * cfg["shear"], 1)
+    return rot @ shear @ scale
+
+
+def smooth_displacement(
+    rng: np.random.Generator, shape, max_vox: float, control: int = 4
+) -> np.ndarray:
+    """A smooth random displacement (3, *shape) in voxels: Gaussian control values on a
+    ``control``-point grid per axis, cubic-spline upsampled; max norm drawn in [0, max_vox]."""
+    if max_vox <= 0:
+        return np.zeros((3, *shape), np.float32)
+    coarse = rng.normal(size=(3, control, control, control))
+    zoom = [(s - 1) / (control - 1) if s > 1 else 1.0 for s in shape]
+    coords = np.meshgrid(
+        *[np.arange(s) / z if s > 1 else np.zeros(1) for s, z in zip(shape, zoom, strict=True)],
+        indexing="ij",
+    )
+    field = np.stack([ndimage.map_coordinates(c, coords, order=3, mode="nearest") for c in coarse])
+    peak = float(np.linalg.norm(field, axis=0).max()) or 1.0
+    return (field * (rng.uniform(0.0, max_vox) / peak)).astype(np.float32)
+
+
+def sampling_coords(
+    rng: np.random.Generator,
+    centre_vox: np.ndarray,
+    block_shape,
+    frame_axes,
+    voxel_mm: float,
+    cfg: dict,
+    warp: bool = True,
+) -> np.ndarray:
+    """Voxel coordinates (3, *block_shape) in the source volume of a block whose axes are the
+    source axes ``frame_axes`` (a permutation of 0, 1, 2), centred on ``centre_vox``, with a
+    random affine and smooth displacement when ``warp``."""
+    offsets = np.stack(
+        np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in block_shape], indexing="ij")
+    ).reshape(3, -1)
+    perm = np.zeros((3, 3))
+    for block_ax, src_ax in enumerate(frame_axes):
+        perm[src_ax, block_ax] = 1.0
+    lin = perm
+    disp = 0.0
+    if warp:
+        lin = random_linear(rng, cfg) @ perm
+        disp = smooth_displacement(rng, tuple(block_shape), cfg["deform_mm"] / voxel_mm)
+        disp = (perm @ disp.reshape(3, -1)).reshape(3, -1)
+    coords = lin @ offsets + disp + np.asarray(centre_vox, dtype=np.float64)[:, None]
+    return coords.reshape(3, *block_shape)
+
+
+def sample(volume: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
+    """``volume`` at voxel coordinates ``coords`` (3, ...); zero outside. float32."""
+    return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).astype(
+        np.float32
+    )
