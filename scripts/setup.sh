@@ -4,6 +4,20 @@
 # our machines); set SR7T_TORCH to another pip spec, or preinstall your own CUDA torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Real anatomy for the demo, offline, from Debian (paths in src/sr7t/cohort/anatomy.py):
+# mricron-data (Colin27, the demo's held-out test brain) and insighttoolkit5-examples (a real
+# 2x2x3 mm routine head T1). Installed only as root with apt-get; otherwise one line, and the
+# demo runs without its Colin27 subject.
+if [ ! -f /usr/share/mricron/templates/ch2bet.nii.gz ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "sr7t setup: installing Debian mricron-data, insighttoolkit5-examples (real anatomy)" >&2
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq \
+      && apt-get install -y -qq mricron-data insighttoolkit5-examples >/dev/null) \
+      || echo "sr7t setup: WARNING: mricron-data could not be installed; the demo runs without Colin27" >&2
+  else
+    echo "sr7t setup: Colin27 missing (as root: apt-get install mricron-data insighttoolkit5-examples); the demo runs without it" >&2
+  fi
+fi
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for cand in python3.11 python3.12 python3; do

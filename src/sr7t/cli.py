@@ -38,17 +38,27 @@ def _threads(n: int | None) -> None:
 
 def cmd_demo(a, tracker):
     from sr7t import paths
+    from sr7t.cohort import anatomy
     from sr7t.cohort.demo import make_demo_cohort
     from sr7t.cohort.samples import demo_subject_ids
 
     expected = paths.path("demo_raw_dir", a.results_dir, cohort=a.cohort)
     if a.out and Path(a.out).resolve() != expected.resolve():
         raise SystemExit(f"--out {a.out} must be {expected} (the demo writes the standard layout)")
+    colin27 = a.colin27 != "no" and anatomy.colin27_available()
+    if a.colin27 == "yes" and not colin27:
+        # The workflow decided at parse time that the cohort has sub-colin27.
+        raise SystemExit(
+            f"demo: --colin27 yes but {anatomy.COLIN27_BRAIN} is missing: install the Debian "
+            f"package {anatomy.COLIN27_PACKAGE} here, or set the cohort's demo.colin27: false"
+        )
+    if a.colin27 == "auto" and not colin27:
+        print(anatomy.COLIN27_MISSING, file=sys.stderr)
     t0 = time.perf_counter()
     samples = make_demo_cohort(
         Path(a.results_dir),
         a.cohort,
-        demo_subject_ids(a.n_subjects),
+        demo_subject_ids(a.n_subjects, colin27),
         a.seed,
         a.voxel_mm_7t,
         tuple(a.voxel_mm_1p5t),
@@ -56,6 +66,7 @@ def cmd_demo(a, tracker):
     tracker.log_params(
         {
             "n_subjects": a.n_subjects,
+            "colin27": colin27,
             "seed": a.seed,
             "voxel_mm_7t": a.voxel_mm_7t,
             "voxel_mm_1p5t": a.voxel_mm_1p5t,
@@ -68,13 +79,14 @@ def cmd_demo(a, tracker):
 def cmd_ingest(a, tracker):
     from sr7t.cohort.ingest import ingest_subject
 
+    outputs = {"1p5T": a.out_1p5t} | ({"7T": a.out_7t} if a.out_7t else {})
     table = ingest_subject(
         a.subject,
-        {"1p5T": _opt_path(a.scan_1p5t), "7T": _opt_path(a.scan_7t)},
+        {"1p5T": _opt_path(a.scan_1p5t), "7T": None if a.no_7t else _opt_path(a.scan_7t)},
         {"1p5T": _opt_path(a.coef_1p5t), "7T": _opt_path(a.coef_7t)},
-        {"1p5T": a.out_1p5t, "7T": a.out_7t},
+        outputs,
         a.rows,
-        require_7t=True,
+        require_7t=not a.no_7t,
     )
     tracker.log_artifact(a.rows)
     tracker.log_metrics({"scans": len(table)})
@@ -102,6 +114,7 @@ def cmd_gradunwarp(a, tracker):
         a.out_jacobian,
         a.out_dispmag,
         a.out_qc,
+        subject=a.subject,
     )
     tracker.log_metrics(_numbers(read_json(a.out_qc)))
     tracker.log_artifact(a.out_qc)
@@ -113,7 +126,7 @@ def cmd_n4(a, tracker):
 
     cfg = json.loads(a.cfg) | {"threads": a.threads}
     tracker.log_params(cfg)
-    run_n4_stage(a.scan, a.out_corrected, a.out_bias, a.out_mask, a.out_qc, cfg)
+    run_n4_stage(a.scan, a.out_corrected, a.out_bias, a.out_mask, a.out_qc, cfg, subject=a.subject)
     tracker.log_metrics(_numbers(read_json(a.out_qc)))
 
 
@@ -135,6 +148,7 @@ def cmd_register(a, tracker):
             a.out_qc,
             a.out_qc_png,
             cfg,
+            subject=a.subject,
         )
     finally:
         if Path(a.out_qc).exists():
@@ -178,6 +192,27 @@ def cmd_train_teacher(a, tracker):
     cfg = json.loads(a.cfg)
     tracker.log_params(cfg)
     summary = train_teacher(
+        a.train,
+        a.val,
+        cfg,
+        a.out,
+        a.checkpoints,
+        metrics_cb=tracker.log_metrics,
+        device=a.device,
+        artifact_cb=tracker.log_figure,
+    )
+    write_json(a.summary, summary)
+    tracker.log_metrics(_numbers(summary))
+    tracker.log_artifact(a.summary)
+
+
+def cmd_train_regression(a, tracker):
+    from sr7t.io import write_json
+    from sr7t.train.regression import train_regression
+
+    cfg = json.loads(a.cfg)
+    tracker.log_params(cfg)
+    summary = train_regression(
         a.train,
         a.val,
         cfg,
@@ -315,7 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     s = add("demo", cmd_demo, "synthesise the paired 1.5T/7T demo cohort (offline)")
-    s.add_argument("--n-subjects", type=int, default=6)
+    s.add_argument("--n-subjects", type=int, default=6, help="MNI152-derived subjects")
+    s.add_argument(
+        "--colin27",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="add the real-anatomy test subject sub-colin27 (Debian mricron-data): auto = "
+        "when installed (one line when not), yes = required",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--voxel-mm-7t", type=float, default=2.0)
     s.add_argument("--voxel-mm-1p5t", type=float, nargs=3, default=[2.4, 2.4, 3.0])
@@ -326,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     for fld in ("1p5t", "7t"):
         s.add_argument(f"--scan-{fld}", default="")
         s.add_argument(f"--coef-{fld}", default="")
-        s.add_argument(f"--out-{fld}", required=True)
+    s.add_argument("--out-1p5t", required=True)
+    s.add_argument("--out-7t", default="", help="the 7T copy (not with --no-7t)")
+    s.add_argument(
+        "--no-7t", action="store_true", help="an inference-only subject: no 7T partner needed"
+    )
     s.add_argument("--rows", required=True)
 
     s = add("manifest", cmd_manifest, "combine per-subject ingest rows into manifest.tsv")
@@ -400,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (
         ("train-teacher", cmd_train_teacher, "train the diffusion teacher"),
         ("distill", cmd_distill, "one progressive-distillation stage"),
+        ("train-regression", cmd_train_regression, "the regression UNet baseline"),
     ):
         s = add(name, fn, help_)
         s.add_argument("--cfg", required=True, help="JSON: model section + data section")

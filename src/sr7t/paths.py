@@ -24,6 +24,9 @@ TEMPLATES: dict[str, str] = {
     "ingest_scan": "{cohort}/ingest/{subject}/{subject}_{field}.nii.gz",
     "ingest_row": "{cohort}/ingest/{subject}/{subject}_scans.tsv",
     "manifest": "{cohort}/ingest/manifest.tsv",
+    # ingest of a subject without a 7T scan (split "infer"): its 1.5T only, kept apart
+    "ingest_infer_scan": "{cohort}/ingest_infer/{subject}/{subject}_1p5T.nii.gz",
+    "ingest_infer_row": "{cohort}/ingest_infer/{subject}/{subject}_scans.tsv",
     # gradient-nonlinearity guidance (native grids)
     "gnl_7T_unwarped": "{cohort}/gradunwarp/{subject}/{subject}_7T_unwarped.nii.gz",
     "gnl_1p5T_jacobian": "{cohort}/gradunwarp/{subject}/{subject}_1p5T_jacobian.nii.gz",

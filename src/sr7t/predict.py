@@ -102,6 +102,7 @@ def predict_scan(
     steps: int | None = None,
     device: str | None = None,
     batch_size: int = 16,
+    brain_mask: str = "auto",
 ) -> dict:
     """Super-resolve ``in_path`` into ``out_path`` with the model bundle ``model_path``.
 
@@ -109,11 +110,18 @@ def predict_scan(
     slices along any axis, isotropically coarse or fine scans. The output lies on the scan's
     own grid subdivided to the model's voxel size (:func:`refined_grid`), in the scan's world
     space. Returns a summary (seconds, geometry, grid, warnings).
+
+    ``brain_mask`` (:func:`sr7t.preprocess.brain.resolve_brain_mask`): ``"auto"`` uses
+    :func:`head_mask` on a skull-stripped scan and the Colin27 template's brain mask on a
+    whole head; ``"head"`` always :func:`head_mask`; or a NIfTI mask on the scan's grid. The
+    mask restricts N4 and the intensity normalisation; a brain mask also strips the input
+    (the models saw only brains) and the output, :func:`head_mask` masks the output.
     """
     from sr7t.data.dataset import condition_channels
     from sr7t.models.bundle import load_bundle
     from sr7t.models.predict import predict_volume
     from sr7t.preprocess import gnl
+    from sr7t.preprocess.brain import resolve_brain_mask
     from sr7t.preprocess.masks import head_mask
     from sr7t.preprocess.n4 import n4_correct
 
@@ -126,7 +134,8 @@ def predict_scan(
     for w in warnings:
         log.warning("%s: %s", subject, w)
 
-    corrected, bias = n4_correct(data, affine, mask=head_mask(data, affine).astype(bool))
+    brain, mask_kind = resolve_brain_mask(data, affine, brain_mask, subject, in_path)
+    corrected, bias = n4_correct(data, affine, mask=brain)
     voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
     shape, grid, _ = refined_grid(data.shape, affine, voxel_mm)
     t1 = upsample_linear(corrected, shape)
@@ -136,7 +145,11 @@ def predict_scan(
         disp = np.linalg.norm(gnl.displacement_field_mm(coeffs, shape, grid), axis=0)
     else:
         jac, disp = np.ones(shape, np.float32), np.zeros(shape, np.float32)
-    mask = head_mask(t1, grid).astype(bool)
+    if mask_kind == "head":
+        mask = head_mask(t1, grid).astype(bool)
+    else:
+        mask = upsample_linear(brain.astype(np.float32), shape) > 0.5
+        t1 = np.where(mask, t1, 0.0).astype(np.float32)  # brain extraction
     condition, _ = condition_channels(t1, upsample_linear(bias, shape), jac, disp, bool(coef), mask)
     pred = predict_volume(
         model,
@@ -157,6 +170,7 @@ def predict_scan(
         "input_spacing_mm": geometry["spacing_mm"],
         "voxel_mm": voxel_mm,
         "shape": list(shape),
+        "mask": mask_kind,
         "warning": " ".join(warnings),
     }
     log.info(

@@ -1,4 +1,5 @@
-"""Synthetic demo cohort: determinism, geometry, truth pose, bias, GNL consistency."""
+"""Synthetic demo cohort: determinism, geometry, truth pose, bias, GNL consistency, the
+Colin27 held-out subject, the 1.5T-contrast truth and the default split."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ import pytest
 from scipy import ndimage
 
 from sr7t import paths
+from sr7t.cohort import anatomy
 from sr7t.cohort.demo import make_demo_cohort
+from sr7t.cohort.samples import load_cohort
+from sr7t.config import load_schema
 from sr7t.io import load_volume, read_json, voxel_spacing_mm
 from sr7t.preprocess import gnl
+from tests.conftest import REPO
 
-SUBJECTS = ["sub-01", "sub-02", "sub-03"]
+COLIN27 = anatomy.COLIN27_SUBJECT
+# Every property test below also runs on the Colin27 subject when its package is installed.
+SUBJECTS = ["sub-01", "sub-02", "sub-03"] + ([COLIN27] if anatomy.colin27_available() else [])
+needs_colin27 = pytest.mark.skipif(
+    not anatomy.colin27_available(),
+    reason=f"Colin27 not installed ({anatomy.COLIN27_BRAIN}; Debian package mricron-data)",
+)
 VOX_7T, VOX_1P5T = 4.0, (4.8, 4.8, 6.0)
 
 
@@ -123,6 +134,7 @@ def test_thick_slices_average_the_slice_profile(tmp_path):
         gnl_max_mm_1p5t=0.0,
     )
     corr = {0.0: [], 1.0: [], 2.0: []}
+    err = {}
     for s in ["sub-01"]:
         t = read_json(truth_dir(root, s) / "truth.json")
         assert t["voxel_mm_1p5T"] == list(VOX_1P5T)
@@ -139,8 +151,20 @@ def test_thick_slices_average_the_slice_profile(tmp_path):
                 h = np.einsum("ij,j...->i...", pose_inv[:3, :3], qz)
                 acc += sample_world(truth7, aff7, h + pose_inv[:3, 3, None, None, None])
             corr[width].append(np.corrcoef(acc[region], img15[region])[0, 1])
+        # truth_1p5T (1.5T contrast, 7T grid) through the same pose and slice profile is the
+        # 1.5T scan in value too, where truth_7T (7T contrast) is not.
+        for name in ("truth_1p5T", "truth_7T"):
+            vol, aff = load_volume(truth_dir(root, s) / f"{name}.nii.gz")
+            np.testing.assert_array_equal(aff, aff7)
+            acc = np.zeros(img15.shape)
+            for dz in ((np.arange(8) + 0.5) / 8 - 0.5) * VOX_1P5T[2]:
+                qz = q + np.array([0, 0, dz])[:, None, None, None]
+                h = np.einsum("ij,j...->i...", pose_inv[:3, :3], qz)
+                acc += sample_world(vol, aff, h + pose_inv[:3, 3, None, None, None]) / 8
+            err[name] = float(np.abs(acc - img15)[region].mean())
     mean = {w: float(np.mean(c)) for w, c in corr.items()}
     assert mean[1.0] > mean[0.0] + 0.005 and mean[1.0] > mean[2.0], mean
+    assert err["truth_1p5T"] < 0.03 and err["truth_1p5T"] < 0.3 * err["truth_7T"], err
 
 
 def sample_world(vol, aff, pts):
@@ -220,3 +244,78 @@ def test_noise_is_lower_at_7t(cohort):
 def test_unknown_strength_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="bias_7"):
         make_demo_cohort(tmp_path, "x", ["s"], 0, 4.0, (4.8, 4.8, 6.0), bias_7=0.3)
+
+
+def test_truth_1p5t_is_aligned_with_truth_7t(cohort):
+    """Same grid, same anatomy (tissue boundaries: the image gradients correlate, far more
+    than with a one-voxel shift), the subject's own 1.5T contrast (flatter than 7T: its WM/GM
+    ratio is lower). Both contrasts order csf < gm < wm, so the gradients' signs agree."""
+    root, _ = cohort
+    for s in SUBJECTS:
+        t7, aff7 = load_volume(truth_dir(root, s) / "truth_7T.nii.gz")
+        t15, aff15 = load_volume(truth_dir(root, s) / "truth_1p5T.nii.gz")
+        assert t15.shape == t7.shape and t15.dtype == np.float32
+        np.testing.assert_array_equal(aff15, aff7)
+        brain = load_volume(truth_dir(root, s) / "brainmask_7T.nii.gz")[0] > 0.5
+        wm = load_volume(truth_dir(root, s) / "wm_7T.nii.gz")[0] > 0.5
+        g7, g15 = np.stack(np.gradient(t7)), np.stack(np.gradient(t15))
+        aligned = np.corrcoef(g7[:, brain].ravel(), g15[:, brain].ravel())[0, 1]
+        shifted = np.corrcoef(g7[:, brain].ravel(), np.roll(g15, 1, 1)[:, brain].ravel())[0, 1]
+        assert aligned > 0.9 and aligned > shifted + 0.15, (s, aligned, shifted)
+        gm_like = brain & ~wm & (t7 > 0.3)
+        ratio7 = np.median(t7[wm]) / np.median(t7[gm_like])
+        ratio15 = np.median(t15[wm]) / np.median(t15[gm_like])
+        assert ratio15 < ratio7, (s, ratio15, ratio7)
+        c15 = read_json(truth_dir(root, s) / "truth.json")["contrast_1p5T"]
+        assert 0.8 * c15["wm"] < np.median(t15[wm]) < c15["wm"] + c15["t1"], (s, c15)
+
+
+@needs_colin27
+def test_colin27_subject_has_its_own_anatomy(cohort):
+    root, tsv = cohort
+    assert COLIN27 in list(pd.read_csv(tsv, sep="\t", dtype=str).subject)
+    info = {s: read_json(truth_dir(root, s) / "truth.json") for s in SUBJECTS}
+    assert info[COLIN27]["anatomy"] == "colin27" and "Atropos" in info[COLIN27]["anatomy_source"]
+    assert {info[s]["anatomy"] for s in SUBJECTS if s != COLIN27} == {"mni152"}
+    brain, aff = load_volume(truth_dir(root, COLIN27) / "brainmask_7T.nii.gz")
+    litres = brain.sum() * abs(np.linalg.det(aff[:3, :3])) / 1e6 / info[COLIN27]["head_scale"] ** 3
+    assert 1.5 < litres < 2.0  # Colin27's 1.74 L (MNI152's mask: 1.88 L), 4 mm voxels
+
+
+def test_default_split_holds_out_colin27_and_the_last_mni_subjects(monkeypatch):
+    schema = load_schema(REPO / "workflow/schemas/samples.schema.yaml")
+    monkeypatch.setattr(anatomy, "colin27_available", lambda: True)
+    monkeypatch.setattr("sr7t.cohort.samples.colin27_available", lambda: True)
+    cfg = {"source": "demo", "demo": {"n_subjects": 6, "colin27": True}, "split": {}}
+    c = load_cohort("demo", cfg, "results", schema)
+    assert c.in_split("test") == ["sub-06", COLIN27]
+    assert c.in_split("val") == ["sub-05"]
+    assert c.in_split("train") == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    # an explicit split wins, but never trains on Colin27
+    cfg["split"] = {"val": ["sub-01"], "test": ["sub-02"]}
+    c = load_cohort("demo", cfg, "results", schema)
+    assert c.in_split("val") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
+    # two MNI subjects: one trains, one is tested, no val
+    cfg = {"source": "demo", "demo": {"n_subjects": 2, "colin27": True}, "split": {}}
+    c = load_cohort("demo", cfg, "results", schema)
+    assert c.in_split("train") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
+    cfg["demo"]["colin27"] = False
+    assert COLIN27 not in load_cohort("demo", cfg, "results", schema).subjects
+
+
+def test_missing_colin27_prints_one_line_and_omits_the_subject(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(anatomy, "COLIN27_BRAIN", tmp_path / "absent" / "ch2bet.nii.gz")
+    tsv = make_demo_cohort(
+        tmp_path, "tiny", ["sub-01", COLIN27], seed=7, voxel_mm_7t=8.0, voxel_mm_1p5t=(8, 8, 8)
+    )
+    assert list(pd.read_csv(tsv, sep="\t", dtype=str).subject) == ["sub-01"]
+    assert not truth_dir(tmp_path, COLIN27).exists()
+    err = capsys.readouterr().err
+    assert err.splitlines() == [anatomy.COLIN27_MISSING]
+    # the workflow decides at parse time: the cohort has no Colin27 subject, one line
+    schema = load_schema(REPO / "workflow/schemas/samples.schema.yaml")
+    cfg = {"source": "demo", "demo": {"n_subjects": 4, "colin27": True}, "split": {}}
+    c = load_cohort("demo", cfg, "results", schema)
+    assert sorted(c.subjects) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert c.in_split("test") == ["sub-04"] and c.in_split("val") == ["sub-03"]
+    assert capsys.readouterr().err.splitlines() == [anatomy.COLIN27_MISSING]

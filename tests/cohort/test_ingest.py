@@ -69,3 +69,63 @@ def test_manifest_has_splits(tmp_path, phantom):
     table = build_manifest([tmp_path / "out/rows.tsv"], {"a": "test"}, tmp_path / "m.tsv")
     assert set(table["split"]) == {"test"}
     assert len(pd.read_csv(tmp_path / "m.tsv", sep="\t")) == 2
+
+
+def test_missing_raw_file_is_one_line_naming_subject_role_and_file(tmp_path, phantom):
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
+    gone = tmp_path / "gone_7T.nii.gz"
+    with pytest.raises(ScanError) as err:
+        run_ingest(tmp_path, good, gone)
+    assert str(err.value) == f"subject a: 7T scan file {gone} does not exist"
+    outs = {"1p5T": tmp_path / "out/a_1p5T.nii.gz"}
+    with pytest.raises(ScanError) as err:
+        ingest_subject("a", {"1p5T": good}, {"1p5T": tmp_path / "x.grad"}, outs, "r.tsv", False)
+    assert str(err.value) == (
+        f"subject a: 1.5T gradient coefficient file {tmp_path / 'x.grad'} does not exist"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_coefficient_file_that_does_not_parse_fails_ingest(tmp_path, phantom):
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
+    coef = tmp_path / "scanner.grad"
+    coef.write_text("this is not a Siemens gradient file\n")
+    outs = {"1p5T": tmp_path / "out/a_1p5T.nii.gz"}
+    with pytest.raises(ScanError) as err:
+        ingest_subject("a", {"1p5T": good}, {"1p5T": coef}, outs, tmp_path / "r.tsv", False)
+    text = str(err.value)
+    assert text.startswith(f"subject a: 1.5T gradient coefficient file {coef} ")
+    assert "\n" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_subject_without_7t_is_ingested_when_not_required(tmp_path, phantom):
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
+    table, outs = run_ingest(tmp_path, good, None, require_7t=False)
+    assert list(table["field"]) == ["1p5T"] and outs["1p5T"].exists()
+
+
+def test_cli_ingest_without_7t_writes_the_1p5t_only(tmp_path, phantom, monkeypatch, capsys):
+    import contextlib
+
+    import sr7t.tracking
+    from sr7t import cli
+
+    class NoTracker:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    monkeypatch.setattr(
+        sr7t.tracking, "job_run", lambda *a, **k: contextlib.nullcontext(NoTracker())
+    )
+    good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
+    out, rows = tmp_path / "out/c_1p5T.nii.gz", tmp_path / "out/rows.tsv"
+    argv = ["ingest", "--no-7t", "--subject", "c", "--scan-1p5t", str(good)]
+    assert cli.main([*argv, "--out-1p5t", str(out), "--rows", str(rows)]) == 0
+    assert out.exists() and list(pd.read_csv(rows, sep="\t")["field"]) == ["1p5T"]
+    missing = tmp_path / "gone.nii.gz"
+    argv = ["ingest", "--subject", "b", "--scan-1p5t", str(good), "--scan-7t", str(missing)]
+    argv += ["--out-1p5t", str(out), "--out-7t", str(tmp_path / "b7.nii.gz"), "--rows", str(rows)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"sr7t ingest: subject b: 7T scan file {missing} does not exist"

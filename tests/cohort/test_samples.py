@@ -51,7 +51,11 @@ def test_bids_layout_maps_sessions_to_fields(tmp_path):
 
 
 def test_demo_cohort_splits_and_unknown_split_subject():
-    cfg = {"source": "demo", "demo": {"n_subjects": 4}, "split": {"val": ["sub-03"], "test": []}}
+    cfg = {
+        "source": "demo",
+        "demo": {"n_subjects": 4, "colin27": False},
+        "split": {"val": ["sub-03"], "test": []},
+    }
     cohort = load_cohort("d", cfg, "results", SAMPLES_SCHEMA)
     assert cohort.in_split("val") == ["sub-03"]
     assert cohort.in_split("test") == ["sub-04"]  # the last subject is held out by default

@@ -78,3 +78,7 @@ def test_unknown_fit_and_empty_mask_are_errors():
         fit_intensity(ref, ref, mask, kind="cubic")
     with pytest.raises(ValueError, match="empty"):
         fit_intensity(ref, ref, np.zeros_like(mask))
+    bad = ref.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite"):
+        fit_intensity(bad, ref, mask)

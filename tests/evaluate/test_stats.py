@@ -58,7 +58,7 @@ def test_paired_diff_ci_pairs_units_and_cancels_subject_spread():
 def test_paired_diff_ci_errors_name_the_models():
     t = _table()
     t2 = t.copy()
-    t2.loc[t2["model"] == "net", "subject"] = "other"
+    t2.loc[t2["model"] == "net", "subject"] += "_elsewhere"  # no subject in common
     with pytest.raises(ValueError, match="net.*bspline"):
         paired_diff_ci(t2, "net", "bspline", "psnr")
     with pytest.raises(ValueError, match="lacks columns"):

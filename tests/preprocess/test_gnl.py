@@ -291,3 +291,20 @@ def test_stage_with_and_without_coefficients(tmp_path, strong):
     jac = nib.load(out["jac"]).get_fdata()
     disp = nib.load(out["disp"]).get_fdata()
     assert np.all(jac == 1.0) and np.all(disp == 0.0)
+
+
+def test_stage_with_a_broken_coefficient_file_names_subject_and_file(tmp_path):
+    from sr7t.errors import ScanError
+
+    affine7 = head_affine()
+    save_volume(tmp_path / "7T.nii.gz", smooth_image(HEAD_SHAPE, seed=3) + 0.1, affine7)
+    bad = tmp_path / "scanner.grad"
+    bad.write_text("not a gradient file\n")
+    out = {k: tmp_path / f"{k}.nii.gz" for k in ("unw", "jac", "disp")}
+    with pytest.raises(ScanError) as err:
+        gnl.run_gradunwarp_stage(
+            tmp_path / "7T.nii.gz", bad, tmp_path / "7T.nii.gz", None,
+            out["unw"], out["jac"], out["disp"], tmp_path / "qc.json", subject="sub-x",
+        )  # fmt: skip
+    assert str(err.value).startswith(f"subject sub-x: {bad}: 7T gradient coefficient file ")
+    assert not (tmp_path / "qc.json").exists()

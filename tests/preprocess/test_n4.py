@@ -90,7 +90,9 @@ def test_run_n4_stage_writes_consistent_outputs(tmp_path, phantom):
     out = {k: tmp_path / "n4" / f"s1_7T_{k}" for k in ("n4.nii.gz", "bias.nii.gz", "mask.nii.gz")}
     qc_path = tmp_path / "n4" / "qc.json"
     cfg = {"shrink_factor": 2, "iterations": [50, 50, 30], "spline_distance_mm": 100.0}
-    run_n4_stage(scan, out["n4.nii.gz"], out["bias.nii.gz"], out["mask.nii.gz"], qc_path, cfg)
+    run_n4_stage(
+        scan, out["n4.nii.gz"], out["bias.nii.gz"], out["mask.nii.gz"], qc_path, cfg, subject="s1"
+    )
     corrected, corrected_affine = load_volume(out["n4.nii.gz"])
     bias, _ = load_volume(out["bias.nii.gz"])
     mask, _ = load_volume(out["mask.nii.gz"])
@@ -98,6 +100,7 @@ def test_run_n4_stage_writes_consistent_outputs(tmp_path, phantom):
     np.testing.assert_allclose(corrected * bias, image, rtol=1e-4, atol=1e-3)
     assert bias_field_correlation(bias, true_bias, mask) > 0.9
     qc = json.loads(qc_path.read_text())
+    assert qc["subject"] == "s1"
     assert qc["mask_voxels"] == int(mask.sum())
     assert qc["wm_cov_after"] < qc["wm_cov_before"]
     assert qc["seconds"] > 0 and qc["config"]["iterations"] == [50, 50, 30]

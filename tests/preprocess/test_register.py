@@ -219,6 +219,7 @@ def _run_stage(tmp_path, paths):
         tmp_path / "out" / "qc.json",
         tmp_path / "out" / "qc.png",
         {"threads": 1},
+        subject="sub-x",
     )
 
 
@@ -239,6 +240,7 @@ def test_run_register_stage_files(tmp_path, pair):
     assert bias.shape == fixed.shape and 0.75 < bias[mask > 0].min() < bias[mask > 0].max() < 1.3
     written = json.loads((out / "qc.json").read_text())
     assert written["diverged"] is False and written["similarity_after"] == qc["similarity_after"]
+    assert written["subject"] == "sub-x"
     png = (out / "qc.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -253,6 +255,7 @@ def test_diverged_registration_is_reported_and_raises(tmp_path, pair, monkeypatc
     with pytest.raises(RuntimeError) as err:
         _run_stage(tmp_path, paths)
     assert str(paths["moving"]) in str(err.value) and str(paths["fixed"]) in str(err.value)
+    assert str(err.value).startswith("subject sub-x: ")
     qc = json.loads((tmp_path / "out" / "qc.json").read_text())
     assert qc["diverged"] is True and qc["similarity_after"] < qc["similarity_before"]
     assert not (tmp_path / "out" / "1p5T_in7T.nii.gz").exists()

@@ -37,7 +37,7 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 COHORT = "tiny"
-GPU_RULES = {"teacher", "distill_stage", "evaluate_model"}
+GPU_RULES = {"teacher", "distill_stage", "regression", "evaluate_model"}
 SCRIPT = REPO / "scripts" / "slurm-localhost.sh"
 # fast status polling for a tiny workflow (the plugin's default waits 40 s before the first)
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]

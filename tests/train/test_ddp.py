@@ -3,7 +3,7 @@
 Same global batch (one process at batch B, two at B/2 each): rank r trains on rows
 ``r*B/2 .. (r+1)*B/2 - 1`` of the single run's batch, with the same noise and times, so the
 averaged gradient is the single run's up to float summation order. What that leaves, after
-a few AdamW steps, is bounded below (``LOSS_RTOL``, ``WEIGHT_ATOL``). Then a kill -9 of a
+a few AdamW steps, is bounded below (``LOSS_RTOL``, ``WEIGHT_RTOL``, ``OUTPUT_RTOL``). Then a kill -9 of a
 worker after a checkpoint, and a relaunch: it resumes and ends bit-identical to the
 uninterrupted DDP run. Also the device parsing and the out-of-memory message.
 """
@@ -29,11 +29,16 @@ from sr7t.train.teacher import TeacherTrainer, train_teacher  # noqa: E402
 
 torch.set_num_threads(1)
 
-# Float summation order only (measured: loss 1e-7 relative, weights 2e-6 absolute after
-# 6 teacher + 4 distillation steps at lr 1e-3); a different example or noise draw on one
-# rank moves the loss by ~1e-2 and the weights by ~1e-3.
+# What float summation order leaves after 6 teacher steps, and after 4 distillation steps
+# from the same parent (AdamW, lr 1e-3). Measured: loss 1e-7 relative; weights 5e-5 / 9e-6
+# relative L2; v on a fixed input 6e-6 / 2e-7 relative. A different noise draw (what DDP did
+# before each rank drew its rows of the global batch) gives 1e-2 and 0.1-0.3. Not a max-abs
+# weight bound: AdamW's first updates are ~lr * sign(g) per element, so an element whose
+# gradient is ~0 can flip with summation order and move by ~lr (6e-4 here, in 0.06 % of the
+# teacher's weights).
 LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 5e-5
+WEIGHT_RTOL = 5e-4
+OUTPUT_RTOL = 1e-4
 
 RUNNER = textwrap.dedent(
     """
@@ -45,17 +50,21 @@ RUNNER = textwrap.dedent(
 
     a = json.load(open(sys.argv[1]))
     rank = int(os.environ["RANK"])
+    for run in a["runs"]:  # teacher then stage 1, in each folder; one process group for all
+        root, kill_at = run["root"], run.get("kill_at")
 
-    def cb(record, step):  # rank 0 only
-        if step == a.get("kill_at"):
-            os.kill(os.getpid(), signal.SIGKILL)  # torchrun then tears down rank 1
+        def cb(record, step):  # rank 0 only
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # torchrun then tears down rank 1
 
-    root = a["root"]
-    t = train_teacher(a["train"], [], a["cfg"], root + "/t.pt", root + "/ck_t", cb, device="cpu")
-    s = distill_stage(root + "/t.pt", a["train"], [], a["cfg"], 1, root + "/s1.pt",
-                      root + "/ck_s1", device="cpu")
-    if rank == 0:
-        json.dump({"teacher": t, "student": s}, open(root + "/summary.json", "w"), default=str)
+        t = train_teacher(a["train"], [], a["cfg"], f"{root}/t.pt", f"{root}/ck_t", cb, "cpu")
+        s = distill_stage(
+            f"{root}/t.pt", a["train"], [], a["cfg"], 1, f"{root}/s1.pt", f"{root}/ck_s1",
+            device="cpu",
+        )
+        if rank == 0:
+            with open(f"{root}/summary.json", "w") as f:
+                json.dump({"teacher": t, "student": s}, f, default=str)
     """
 )
 
@@ -68,13 +77,14 @@ def _configs(global_batch: int, world: int) -> dict:
     )
 
 
-def _torchrun(root: Path, files, cfg, kill_at=None) -> subprocess.CompletedProcess:
-    root.mkdir(parents=True, exist_ok=True)
-    script = root.parent / "ddp_runner.py"
+def _torchrun(tmp: Path, name: str, files, cfg, runs: list[dict]) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2`` on :data:`RUNNER`."""
+    script = tmp / "ddp_runner.py"
     script.write_text(RUNNER)
-    args = root / "args.json"
-    payload = {"root": str(root), "train": [str(f) for f in files], "cfg": cfg}
-    args.write_text(json.dumps({**payload, "kill_at": kill_at}))
+    for run in runs:
+        Path(run["root"]).mkdir(parents=True, exist_ok=True)
+    args = tmp / f"{name}.json"
+    args.write_text(json.dumps({"runs": runs, "train": [str(f) for f in files], "cfg": cfg}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     return subprocess.run(
@@ -84,8 +94,27 @@ def _torchrun(root: Path, files, cfg, kill_at=None) -> subprocess.CompletedProce
 
 def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(
-        float((x - y).abs().max()) for x, y in zip(a.parameters(), b.parameters(), strict=True)
+        float((x - y).detach().abs().max())
+        for x, y in zip(a.parameters(), b.parameters(), strict=True)
     )
+
+
+def _weight_rel(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """||w_a - w_b|| / ||w_a|| over all parameters."""
+    wa = torch.cat([p.detach().flatten() for p in a.parameters()])
+    wb = torch.cat([p.detach().flatten() for p in b.parameters()])
+    return float((wa - wb).norm() / wa.norm())
+
+
+def _output_rel(a, b) -> float:
+    """Relative difference of the two models' v on a fixed random input."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 16, 16, generator=g)
+    cond = torch.randn(2, a.arch["n_condition"], 16, 16, generator=g)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        va, vb = a(x, cond, t), b(x, cond, t)
+    return float((va - vb).norm() / va.norm())
 
 
 @pytest.fixture(scope="module")
@@ -93,22 +122,23 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     files = write_phantom_npz(root / "npz", 2)
     single = root / "single"
-    cfg1 = _configs(4, 1)
+    cfg1, cfg2 = _configs(4, 1), _configs(4, 2)
     t1 = train_teacher(files, [], cfg1, single / "t.pt", single / "ck_t", device="cpu")
-    s1 = distill_stage(
-        single / "t.pt", files, [], cfg1, 1, single / "s1.pt", single / "ck_s1", device="cpu"
+    # Two launches (each costs seconds of imports): the first is killed at step 4 (after the
+    # step-3 checkpoint); the second resumes it, then makes an uninterrupted run beside it.
+    killed = _torchrun(root, "a", files, cfg2, [{"root": str(root / "killed"), "kill_at": 4}])
+    left = sorted(p.name for p in (root / "killed").rglob("*.pt"))
+    resumed = _torchrun(
+        root, "b", files, cfg2, [{"root": str(root / "killed")}, {"root": str(root / "ddp")}]
     )
-    cfg2 = _configs(4, 2)
-    full = _torchrun(root / "ddp", files, cfg2)
-    assert full.returncode == 0, full.stderr[-3000:]
-    killed = _torchrun(root / "killed", files, cfg2, kill_at=4)
-    resumed = _torchrun(root / "killed", files, cfg2)
-    return {
-        "root": root,
-        "single": {"teacher": t1, "student": s1},
-        "killed": killed,
-        "resumed": resumed,
-    }
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The single-process stage distils the DDP teacher, so that the stage is compared on its
+    # own: the two teachers differ by summation order, which a stage of 4 steps amplifies.
+    s1 = distill_stage(
+        root / "ddp" / "t.pt", files, [], cfg1, 1, single / "s1.pt", single / "ck_s1", device="cpu"
+    )
+    single_runs = {"teacher": t1, "student": s1}
+    return {"root": root, "single": single_runs, "killed": killed, "left_by_kill": left}
 
 
 def test_ddp_matches_single_process_with_the_same_global_batch(runs):
@@ -120,18 +150,18 @@ def test_ddp_matches_single_process_with_the_same_global_batch(runs):
         assert one["steps"] == two["steps"] > 0
         # the logged loss is the mean over both ranks, i.e. over the global batch
         for k, v in one["final_losses"].items():
-            assert two["final_losses"][k] == pytest.approx(v, rel=LOSS_RTOL, abs=1e-8), (part, k)
+            assert two["final_losses"][k] == pytest.approx(v, rel=LOSS_RTOL), (part, k)
         m1, _ = load_bundle(root / "single" / name, "cpu")
         m2, _ = load_bundle(root / "ddp" / name, "cpu")
-        assert _max_diff(m1, m2) < WEIGHT_ATOL, part
+        assert _weight_rel(m1, m2) < WEIGHT_RTOL, part
+        assert _output_rel(m1, m2) < OUTPUT_RTOL, part
 
 
 def test_ddp_resumes_after_a_worker_is_killed(runs):
     root = runs["root"]
-    killed, resumed = runs["killed"], runs["resumed"]
+    killed = runs["killed"]
     assert killed.returncode != 0, "the kill -9 at step 4 should have failed the launch"
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stderr and "step_00000003.pt at step 3" in resumed.stderr
+    assert runs["left_by_kill"] == ["step_00000003.pt"], runs["left_by_kill"]
     summary = json.loads((root / "killed" / "summary.json").read_text())
     assert summary["teacher"]["resumed_from_step"] == 3 and summary["teacher"]["steps"] == 6
     # gloo sums two ranks in a fixed order: the resumed run is the uninterrupted one, exactly
@@ -177,6 +207,7 @@ def test_resolve_device_cuda_index(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert resolve_device("cuda") == (torch.device("cuda", 0), 0, 1, False)
     assert resolve_device(None) == (torch.device("cuda", 0), 0, 1, False)
     assert resolve_device("cuda:1") == (torch.device("cuda", 1), 0, 1, False)

@@ -62,11 +62,19 @@ def test_every_stable_output_exists_with_its_columns(tiny_run):
     metrics = pd.read_csv(paths.path("metrics", root, cohort=COHORT), sep="\t")
     for col in ("model", "resolution_mm", "subject", "psnr", "ssim", "nmse", "seconds"):
         assert col in metrics.columns
-    models = {"trilinear", "bspline", "teacher", "student_stage1"}
+    models = {"trilinear", "bspline", "teacher", "student_stage1", "regression"}
     assert set(metrics["model"]) == models
-    # one row per model x resolution x held-out subject (tiny: 2 resolutions, 1 test subject)
-    assert len(metrics) == len(models) * 2 * 1
+    # one row per model x cell x held-out subject (tiny: 1 test subject; simulated inputs
+    # thick along x, y, z at 2 spacings + 1 isotropic; the preprocessed 1.5T at 2 spacings)
+    assert len(metrics) == len(models) * (3 * 2 + 1 + 2) * 1
+    assert set(metrics["axis"]) == {"x", "y", "z", "iso"}
+    assert set(metrics["input"]) == {"sim", "pipeline"}
+    assert (metrics["reference"] == "truth").all()
     assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
+    assert (metrics["psnr"] >= metrics["psnr_linear"] - 1e-6).all()  # isotonic fits best
+    summary = pd.read_csv(paths.path("eval_summary", root, cohort=COHORT), sep="\t")
+    gains = summary[(summary["kind"] == "gain") & (summary["model"] == "teacher")]
+    assert not gains.empty and (gains["ci_lo"] <= gains["mean"]).all()
     students = metrics[metrics.model == "student_stage1"]
     teacher = metrics[metrics.model == "teacher"]
     assert (students["sampling_steps"].to_numpy() * 2 == teacher["sampling_steps"].to_numpy()).all()
@@ -94,7 +102,7 @@ def test_predictions_are_on_the_7t_grid(tiny_run):
             cohort=COHORT,
             model="teacher",
             subject="sub-04",
-            resolution_mm="6",
+            cell="sim-x-6mm",
         )
     )
     assert pred.shape == target.shape

@@ -38,12 +38,34 @@ rule ingest:
         "--subject {wildcards.subject} --scan-1p5t={params.scan_1p5T:q} "
         "--scan-7t={params.scan_7T:q} --coef-1p5t={params.coef_1p5T:q} "
         "--coef-7t={params.coef_7T:q} --out-1p5t {output.scan_1p5T:q} "
-        "--out-7t {output.scan_7T:q} --rows {output.rows:q} > {log:q} 2>&1"
+        "--out-7t {output.scan_7T:q} --rows {output.rows:q} > {log:q} 2>&1" + SHOW_ERROR
+
+
+rule ingest_infer:
+    # a subject without a 7T scan (split "infer"): its 1.5T only, for inference
+    input:
+        unpack(ingest_inputs),
+    output:
+        scan_1p5T=out("ingest_infer_scan"),
+        rows=out("ingest_infer_row"),
+    params:
+        scan_1p5T=raw("scan_1p5T"),
+        coef_1p5T=raw("coef_1p5T"),
+        track=track("ingest_infer"),
+    log:
+        log("ingest_infer", "{subject}"),
+    conda:
+        ENV
+    shell:
+        "sr7t ingest {params.track} --no-7t "
+        "--subject {wildcards.subject} --scan-1p5t={params.scan_1p5T:q} "
+        "--coef-1p5t={params.coef_1p5T:q} --out-1p5t {output.scan_1p5T:q} "
+        "--rows {output.rows:q} > {log:q} 2>&1" + SHOW_ERROR
 
 
 rule manifest:
     input:
-        per_subject("ingest_row"),
+        ingest_rows,
     output:
         out("manifest"),
     params:

@@ -22,6 +22,7 @@ for _name in RUN_COHORTS:
         raise ValueError(f"config: run_cohorts names unknown cohort {_name!r}")
 N_STAGES = config["distill"]["stages"]
 LEARNED_MODELS = ["teacher"] + [f"student_stage{k}" for k in range(1, N_STAGES + 1)]
+LEARNED_MODELS += ["regression"] if config["evaluate"]["regression_baseline"] else []
 EVAL_MODELS = config["evaluate"]["baselines"] + LEARNED_MODELS
 GPU = 1 if config["use_gpu"] else 0
 ENV = "../../envs/sr7t.yaml"
@@ -45,8 +46,18 @@ def log(rule, tag="{cohort}"):
 
 
 def subjects(cohort, split=None):
+    """Sorted subjects of ``cohort`` in ``split``; None: every subject with a 7T scan (train,
+    val, test). Split "infer" subjects (no 7T) are only ingested: they stay out of every rule
+    that needs a 7T."""
     c = COHORTS[cohort]
-    return sorted(c.subjects) if split is None else sorted(c.in_split(split))
+    if split is None:
+        return sorted(s for s in c.subjects if not inferring(c.subjects[s]))
+    return sorted(c.in_split(split))
+
+
+def inferring(sub):
+    """A subject without a 7T scan (split "infer"): ingest its 1.5T, nothing downstream."""
+    return sub.split == "infer" or not sub.has_7t
 
 
 def subject_record(wildcards):
@@ -63,6 +74,12 @@ def per_subject(name, split=None, **fields):
         ]
 
     return inputs
+
+
+# Shell suffix for a command that writes to its log; when the command fails, the log's
+# last line (the job's one-line error, e.g. "subject s: 7T scan file ... does not exist") goes
+# to the console too, where Snakemake's own error block says only "message: None".
+SHOW_ERROR = " || {{ rc=$?; tail -n 1 {log:q} >&2; exit $rc; }}"
 
 
 def track(rule):
@@ -106,13 +123,30 @@ def end_tracking(status):
 
 
 def ingest_inputs(wildcards):
-    """The raw files a subject's ingest reads (the demo's raw folder for demo cohorts)."""
+    """The raw files a subject's ingest reads that exist (the demo's raw folder for demo
+    cohorts). A missing one is left out so that it fails its own subject's ingest job, which
+    names it (every raw path goes to the job as params), not the whole DAG."""
     if COHORTS[wildcards.cohort].source == "demo":
         return {"raw": out("demo_raw_dir", cohort=wildcards.cohort)}
     sub = subject_record(wildcards)
-    raw = {"scan_1p5T": sub.scan_1p5T, "scan_7T": sub.scan_7T}
-    raw |= {k: v for k in ("coef_1p5T", "coef_7T") if (v := getattr(sub, k))}
-    return raw
+    keys = ("scan_1p5T", "coef_1p5T") if inferring(sub) else RAW_KEYS
+    return {k: v for k in keys if (v := getattr(sub, k)) and Path(v).is_file()}
+
+
+RAW_KEYS = ("scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")
+
+
+def ingest_rows(wildcards):
+    """Input function of the manifest: every subject's ingest rows (1.5T-only ones apart)."""
+    c = COHORTS[wildcards.cohort]
+    return [
+        out(
+            "ingest_infer_row" if inferring(sub) else "ingest_row",
+            cohort=wildcards.cohort,
+            subject=s,
+        )
+        for s, sub in sorted(c.subjects.items())
+    ]
 
 
 def raw(key):
@@ -121,9 +155,14 @@ def raw(key):
 
 
 def demo_flags(wildcards):
+    from sr7t.cohort.anatomy import COLIN27_SUBJECT
+
     d = config["cohorts"][wildcards.cohort]["demo"]
+    # sub-colin27 was decided at parse time (load_cohort): the job must make the same cohort.
+    colin27 = "yes" if COLIN27_SUBJECT in COHORTS[wildcards.cohort].subjects else "no"
     return (
-        f"--n-subjects {d['n_subjects']} --seed {d['seed']} --voxel-mm-7t {d['voxel_mm_7t']} "
+        f"--n-subjects {d['n_subjects']} --colin27 {colin27} --seed {d['seed']} "
+        f"--voxel-mm-7t {d['voxel_mm_7t']} "
         f"--voxel-mm-1p5t {' '.join(str(v) for v in d['voxel_mm_1p5t'])}"
     )
 

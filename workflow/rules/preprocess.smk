@@ -28,7 +28,7 @@ rule gradunwarp:
         "--scan-1p5t {input.scan_1p5T:q} --coef-7t={params.coef_7T:q} "
         "--coef-1p5t={params.coef_1p5T:q} --out-7t-unwarped {output.unwarped_7T:q} "
         "--out-jacobian {output.jacobian:q} --out-dispmag {output.dispmag:q} "
-        "--out-qc {output.qc:q} > {log:q} 2>&1"
+        "--out-qc {output.qc:q} > {log:q} 2>&1" + SHOW_ERROR
 
 
 rule n4:
@@ -51,7 +51,7 @@ rule n4:
         "sr7t n4 {params.track} "
         "--subject {wildcards.subject} --threads {threads} --cfg {params.cfg:q} "
         "--scan {input:q} --out-corrected {output.corrected:q} --out-bias {output.bias:q} "
-        "--out-mask {output.mask:q} --out-qc {output.qc:q} > {log:q} 2>&1"
+        "--out-mask {output.mask:q} --out-qc {output.qc:q} > {log:q} 2>&1" + SHOW_ERROR
 
 
 rule register:
@@ -86,7 +86,7 @@ rule register:
         "--map jacobian {input.jacobian:q} {output.jacobian:q} "
         "--map dispmag {input.dispmag:q} {output.dispmag:q} "
         "--out-moving {output.moving:q} --out-transform {output.transform:q} "
-        "--out-qc {output.qc:q} --out-qc-png {output.qc_png:q} > {log:q} 2>&1"
+        "--out-qc {output.qc:q} --out-qc-png {output.qc_png:q} > {log:q} 2>&1" + SHOW_ERROR
 
 
 rule preprocess_qc:

@@ -141,40 +141,47 @@ def _segment_3_classes(t1: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
     """Atropos k-means[3] posteriors of a 1 mm ``t1`` inside ``mask``, darkest class first,
     each (X, Y, Z) float32, summing to 1 in the mask and 0 outside it.
 
-    Segmented on a :data:`COLIN27_SEGMENT_MM` grid whose mask covers every 1 mm brain voxel
-    (linear resampling of the mask, > 0); the posteriors are resampled back linearly and
-    renormalised. Atropos runs with a constant random seed (``r=0``): its default random
-    seed makes the posteriors differ by up to 0.2 between runs.
+    Segmented on a :data:`COLIN27_SEGMENT_MM` grid, inside the coarse voxels whose linear
+    interpolation stencil lies wholly in the brain (edge voxels blended with the zeros outside
+    would form a spurious dark class); the posteriors are extended outwards by their nearest
+    segmented value, resampled back linearly and renormalised in ``mask``. Atropos runs with
+    a constant random seed (``r=0``): its default random seed makes the posteriors differ by
+    up to 0.2 between runs.
     """
     import ants
+    from scipy import ndimage
 
-    spacing = (1.0, 1.0, 1.0)
-    image = ants.from_numpy(t1.astype(np.float32), spacing=spacing)
-    brain = ants.from_numpy(mask.astype(np.float32), spacing=spacing)
+    image = ants.from_numpy(t1.astype(np.float32))
     coarse = ants.resample_image(image, (COLIN27_SEGMENT_MM,) * 3, use_voxels=False, interp_type=0)
-    coarse_mask = ants.resample_image_to_target(brain, coarse, interp_type="linear")
-    coarse_mask = ants.from_numpy(
-        (coarse_mask.numpy() > 0).astype(np.float32), origin=coarse.origin, spacing=coarse.spacing
-    )
+    inside = ants.resample_image_to_target(
+        ants.from_numpy(mask.astype(np.float32)), coarse, interp_type="linear"
+    ).numpy()
+    inside = inside > 0.999
+
+    def like_coarse(arr):
+        return ants.from_numpy(arr.astype(np.float32), origin=coarse.origin, spacing=coarse.spacing)
+
     out = ants.atropos(
         a=coarse,
-        x=coarse_mask,
+        x=like_coarse(inside),
         i="kmeans[3]",
         m=COLIN27_MRF,
         c=f"[{COLIN27_ATROPOS_ITERATIONS},0]",
         r=0,
     )
-    probs = np.stack(
-        [
-            ants.resample_image_to_target(p, image, interp_type="linear").numpy()
-            for p in out["probabilityimages"]
-        ]
-    ).astype(np.float32)
-    probs = np.clip(probs, 0.0, None) * mask
+    nearest = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    probs = []
+    for p in out["probabilityimages"]:
+        extended = p.numpy()[tuple(nearest)]
+        probs.append(
+            ants.resample_image_to_target(
+                like_coarse(extended), image, interp_type="linear"
+            ).numpy()
+        )
+    probs = np.clip(np.stack(probs), 0.0, None).astype(np.float32) * mask
     total = probs.sum(0)
     probs = np.divide(probs, total, out=np.zeros_like(probs), where=total > 0)
     means = [float((p[mask] * t1[mask]).sum() / max(p[mask].sum(), 1e-6)) for p in probs]
     probs = probs[np.argsort(means)]
-    # Every brain voxel lies inside the coarse mask, so total > 0 there; guard anyway (-> csf).
-    probs[0][mask & (total <= 0)] = 1.0
+    probs[0][mask & (total <= 0)] = 1.0  # (never seen: the extension covers the grid) -> csf
     return list(probs)

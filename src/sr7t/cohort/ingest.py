@@ -50,16 +50,23 @@ def ingest_subject(
         raise ScanError(subject, str(scans["1p5T"]), "has no 7T partner, which training needs")
     rows = []
     checked = {}
-    # Validate everything before writing anything, so a bad partner leaves no half subject.
-    for fld, src in scans.items():
-        if not src:
-            continue
-        src = Path(src)
-        if not src.exists():
-            raise ScanError(subject, src, "does not exist")
-        coef = coefs.get(fld)
-        if coef and not Path(coef).exists():
-            raise ScanError(subject, coef, f"coefficient file for the {fld} scan does not exist")
+    fields = [fld for fld, src in scans.items() if src]
+    # Validate everything before writing anything, so a bad partner leaves no half subject:
+    # first that every raw file exists, then that each coefficient file parses, then the scans.
+    for fld in fields:
+        for role, raw in ((f"{_label(fld)} scan", scans[fld]), (_coef_role(fld), coefs.get(fld))):
+            if raw and not Path(raw).is_file():
+                raise RawFileError(subject, role, raw, "does not exist")
+    for fld in fields:
+        if coefs.get(fld):
+            from sr7t.preprocess.gnl import CoefficientFileError, read_coefficients
+
+            try:
+                read_coefficients(coefs[fld])
+            except CoefficientFileError as exc:
+                raise RawFileError(subject, _coef_role(fld), coefs[fld], exc.problem) from None
+    for fld in fields:
+        src, coef = Path(scans[fld]), coefs.get(fld)
         data, affine = load_volume(src, subject)
         checked[fld] = (src, data, affine, coef)
     for fld, (src, data, affine, coef) in checked.items():
@@ -81,6 +88,25 @@ def ingest_subject(
     Path(out_rows).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_rows, sep="\t", index=False)
     return table
+
+
+class RawFileError(ScanError):
+    """A raw file named by the cohort that is missing or unusable; one line:
+    ``subject <id>: <role> file <path> <problem>``."""
+
+    def __init__(self, subject: str, role: str, path: str | Path, problem: str):
+        super().__init__(subject, path, problem)
+        self.role = role
+        problem = " ".join(str(problem).split())  # one line, whatever the parser said
+        self.args = (f"subject {subject}: {role} file {path} {problem}",)
+
+
+def _label(field: str) -> str:
+    return {"1p5T": "1.5T"}.get(field, field)
+
+
+def _coef_role(field: str) -> str:
+    return f"{_label(field)} gradient coefficient"
 
 
 def build_manifest(row_files: list[str | Path], splits: dict[str, str], out: str | Path):

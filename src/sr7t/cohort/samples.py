@@ -8,12 +8,14 @@ small text files and directory listings; scans are validated later, per subject,
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from sr7t import paths
+from sr7t.cohort.anatomy import COLIN27_MISSING, COLIN27_SUBJECT, colin27_available
 from sr7t.config import ConfigError, validate
 
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -46,8 +48,11 @@ class Cohort:
         return [s for s, sub in self.subjects.items() if sub.split == split]
 
 
-def demo_subject_ids(n_subjects: int) -> list[str]:
-    return [f"sub-{i:02d}" for i in range(1, n_subjects + 1)]
+def demo_subject_ids(n_subjects: int, colin27: bool = False) -> list[str]:
+    """The demo's subject IDs: ``n_subjects`` MNI152-derived ``sub-NN``, then, when
+    ``colin27``, the real-anatomy held-out subject ``sub-colin27``."""
+    ids = [f"sub-{i:02d}" for i in range(1, n_subjects + 1)]
+    return ids + [COLIN27_SUBJECT] if colin27 else ids
 
 
 def read_samples(tsv: str | Path, schema: dict) -> list[Subject]:
@@ -113,7 +118,11 @@ def load_cohort(name: str, cfg: dict, results_dir: str, samples_schema: dict) ->
     source = ccfg["source"]
     if source == "demo":
         subjects = []
-        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"]):
+        colin27 = ccfg["demo"].get("colin27", True)
+        if colin27 and not colin27_available():
+            print(COLIN27_MISSING, file=sys.stderr)
+            colin27 = False
+        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"], colin27):
             scan = {
                 f: str(paths.path("demo_scan", results_dir, cohort=name, subject=sid, field=f))
                 for f in paths.FIELDS
@@ -148,16 +157,23 @@ def load_cohort(name: str, cfg: dict, results_dir: str, samples_schema: dict) ->
 
 
 def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
+    explicit = set()
     for split in ("val", "test"):
         for sid in split_cfg.get(split, []):
             if sid not in cohort.subjects:
                 raise ConfigError(f"cohorts.{cohort.name}.split.{split}: unknown subject {sid!r}")
             cohort.subjects[sid].split = split
-    if not split_cfg.get("test"):
-        # Without an explicit test set the last subject (sorted) is held out, so evaluation
-        # never scores a subject the model was trained on.
-        last = sorted(cohort.subjects)[-1]
-        cohort.subjects[last].split = "test"
+            explicit.add(sid)
+    # A split the config leaves empty gets the default held-out subjects, so evaluation never
+    # scores a subject the model was trained on.
+    for split, sids in _default_held_out(cohort).items():
+        if not split_cfg.get(split):
+            for sid in sids:
+                if sid not in explicit:
+                    cohort.subjects[sid].split = split
+    colin27 = cohort.subjects.get(COLIN27_SUBJECT)
+    if cohort.source == "demo" and colin27 is not None and colin27.split == "train":
+        colin27.split = "test"  # the real-anatomy subject exists to be held out: never train
     for sub in cohort.subjects.values():
         if not sub.has_7t:
             sub.split = "infer"
@@ -167,3 +183,17 @@ def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
             f"cohort {cohort.name}: no training subject with a 7T scan left after the val/test "
             "split; inference-only cohorts are not supported by the workflow yet (use sr7t predict)"
         )
+
+
+def _default_held_out(cohort: Cohort) -> dict[str, list[str]]:
+    """Default ``{"test": [...], "val": [...]}``. Demo: test = the last MNI subject and
+    sub-colin27 (when present), val = the MNI subject before the last (when that still leaves
+    one to train on). Other cohorts: test = the last subject (sorted) that has a 7T, no val
+    (a subject without one is inference-only)."""
+    ids = sorted(cohort.subjects)
+    if cohort.source != "demo":
+        ids = [s for s in ids if cohort.subjects[s].has_7t]
+        return {"test": ids[-1:], "val": []}
+    mni = [s for s in ids if s != COLIN27_SUBJECT]
+    test = mni[-1:] + ([COLIN27_SUBJECT] if COLIN27_SUBJECT in cohort.subjects else [])
+    return {"test": test, "val": mni[-2:-1] if len(mni) >= 3 else []}

@@ -34,7 +34,7 @@ from sr7t.models.diffusion import (
     q_sample,
     v_target,
 )
-from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
+from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer, BatchShard
 
 DISTILL_DEFAULTS: dict = {
     **LOOP_DEFAULTS,
@@ -159,12 +159,12 @@ class DistillTrainer(DiffusionTrainer):
     def denoiser(self, trainable: nn.Module) -> Denoiser:
         return trainable.student
 
-    def loss(self, module: nn.Module, batch: dict, gen: torch.Generator):
+    def loss(self, module: nn.Module, batch: dict, gen: BatchShard):
         x0, cond = self.x0_cond(batch)
         b = x0.shape[0]
         n = self.sampling_steps
-        i = torch.randint(1, n + 1, (b,), generator=gen).to(self.device)
-        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        i = gen.randint(1, n + 1, b).to(self.device)
+        noise = gen.randn(x0.shape).to(self.device)
         t = i.float() / n
         x_t = q_sample(x0, t, noise)
         with self.autocast():
@@ -172,9 +172,12 @@ class DistillTrainer(DiffusionTrainer):
         with self.autocast():
             v, feats = module(x_t, cond, t)
         loss_v = torch.mean((v.float() - v_goal) ** 2)
+        # each layer's normaliser is the parent's mean square over the GLOBAL batch, so that
+        # W processes at batch B/W compute the loss of one process at batch B
+        norms = gen.global_mean(torch.stack([torch.mean(p**2) for p in parent_feats]))
         loss_f = sum(
-            torch.mean((f.float() - p) ** 2) / (torch.mean(p**2) + 1e-6)
-            for f, p in zip(feats, parent_feats, strict=True)
+            torch.mean((f.float() - p) ** 2) / (norm + 1e-6)
+            for f, p, norm in zip(feats, parent_feats, norms, strict=True)
         ) / len(feats)
         # Hinton-style knowledge distillation keeps the hard labels too: the ordinary diffusion
         # loss against the real 7T at the same x_t (its optimum is the posterior mean, which is

@@ -8,7 +8,7 @@ from sr7t.evaluate.run import BASELINE_ORDER
 
 
 def compare_to_teacher(metrics: pd.DataFrame, reference: str = "teacher") -> pd.DataFrame | None:
-    """One row per learned model and input resolution, from ``metrics.tsv``'s table.
+    """One row per learned model, input kind and resolution, from ``metrics.tsv``'s table.
 
     Columns: ``model``, ``resolution_mm``, ``psnr``, ``delta_psnr_db`` (model - teacher, mean
     over subjects), ``ssim``, ``delta_ssim``, ``sampling_steps``, ``params``,
@@ -22,14 +22,15 @@ def compare_to_teacher(metrics: pd.DataFrame, reference: str = "teacher") -> pd.
     cols |= {"params": "first"}
     if "macs_per_slice" in learned.columns:
         cols["macs_per_slice"] = "first"
-    table = learned.groupby(["model", "resolution_mm"]).agg(cols).reset_index()
-    ref = table[table["model"] == reference].set_index("resolution_mm")
-    by_res = table["resolution_mm"]
-    table["delta_psnr_db"] = table["psnr"] - by_res.map(ref["psnr"])
-    table["delta_ssim"] = table["ssim"] - by_res.map(ref["ssim"])
+    keys = [k for k in ("input", "resolution_mm") if k in learned.columns]
+    table = learned.groupby(["model", *keys]).agg(cols).reset_index()
+    ref = table[table["model"] == reference].set_index(keys)
+    by_cell = table.set_index(keys).index
+    table["delta_psnr_db"] = table["psnr"].to_numpy() - ref["psnr"].reindex(by_cell).to_numpy()
+    table["delta_ssim"] = table["ssim"].to_numpy() - ref["ssim"].reindex(by_cell).to_numpy()
     table["params_ratio"] = table["params"] / float(ref["params"].iloc[0])
-    table["speedup"] = by_res.map(ref["seconds"]) / table["seconds"]
-    order = ["model", "resolution_mm", "psnr", "delta_psnr_db", "ssim", "delta_ssim"]
+    table["speedup"] = ref["seconds"].reindex(by_cell).to_numpy() / table["seconds"].to_numpy()
+    order = ["model", *keys, "psnr", "delta_psnr_db", "ssim", "delta_ssim"]
     order += ["sampling_steps", "params", "params_ratio"]
     order += [c for c in ("macs_per_slice",) if c in table.columns] + ["seconds", "speedup"]
     return table[order]

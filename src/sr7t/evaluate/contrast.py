@@ -35,6 +35,9 @@ def _masked_pairs(
         )
     if not m.any():
         raise ValueError("empty brain mask")
+    # A NaN or inf from a diverged model must fail loudly here, not as a score
+    if not np.isfinite(pred).all():
+        raise ValueError(f"pred has {int((~np.isfinite(pred)).sum())} non-finite voxels")
     return pred[m].astype(np.float64), reference[m].astype(np.float64)
 
 

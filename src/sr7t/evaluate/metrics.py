@@ -216,9 +216,10 @@ def resolution_metrics(
     boolean-able brain mask, the intensity map (``"isotonic"`` or ``"linear"``). The
     reference is scaled by :func:`scale_reference`, ``pred`` is mapped onto it by
     :func:`~sr7t.evaluate.contrast.fit_intensity` and takes the reference's voxels outside
-    the mask (so only the brain is scored, neighbourhoods included). Returns :data:`METRIC_NAMES`: ``psnr`` (dB, data range 1),
-    ``ssim`` (3-D, data range 1, mean inside the mask), ``nmse``, ``hfen``, ``gmsd``
-    (unitless; lower is better for the last three).
+    the mask (so only the brain is scored, neighbourhoods included). Returns
+    :data:`METRIC_NAMES`: ``psnr`` (dB, data range 1), ``ssim`` (3-D, data range 1, mean
+    inside the mask), ``nmse``, ``hfen``, ``gmsd`` (unitless; lower is better for the last
+    three).
     """
     fitted, ref = _fitted_pair(pred, reference, mask, fit)
     return {

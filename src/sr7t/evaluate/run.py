@@ -32,6 +32,8 @@ SCORE_COLUMNS = [
     "ssim_linear",
     "striping",
 ]
+# Tissue agreement (sr7t.evaluate.tissue): filled on the tissue cell only (tissue_cell()).
+TISSUE_COLUMNS = [f"{k}_{t}" for k in ("dice", "volerr") for t in ("csf", "gm", "wm")]
 METRIC_COLUMNS = [
     "model",
     "resolution_mm",
@@ -39,6 +41,7 @@ METRIC_COLUMNS = [
     "input",
     "axis",
     *SCORE_COLUMNS,
+    *TISSUE_COLUMNS,
     "seconds",
     "input_slice_mm",
     "reference",
@@ -162,6 +165,7 @@ def evaluate_model(
             raise ValueError(f"model {model_name} needs --model-file")
         model, meta = load_bundle(model_file, device=device)
     rows = []
+    reference_labels: dict = {}
     for test_file in test_files:
         arrays = load_subject_arrays(test_file)
         subject = Path(test_file).name.removesuffix(".npz")
@@ -209,7 +213,9 @@ def evaluate_model(
             axis_name = AXIS_NAMES[cell.axis]
             stripe_axis = inp["thick_axis"]
             scores["striping"] = striping_ratio(pred, reference, mask, stripe_axis)
-            label = f"{cell.kind}-{axis_name}-{cell.slice_mm:g}mm"
+            label = cell_label(cell)
+            if cfg.get("tissue", True) and cell == tissue_cell(cells):
+                scores |= _tissue_scores(pred, reference, mask, reference_labels, subject)
             save_volume(
                 pred_pattern.format(subject=subject, cell=label),
                 np.where(mask, pred, 0.0).astype(np.float32),
@@ -228,6 +234,7 @@ def evaluate_model(
                     "input": cell.kind,
                     "axis": axis_name,
                     **{k: scores[k] for k in SCORE_COLUMNS},
+                    **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
                     "seconds": seconds,
                     "input_slice_mm": float(inp["slice_mm"]),
                     "reference": "truth" if truth is not None else "processed_7T",
@@ -250,6 +257,35 @@ def evaluate_model(
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     return table
+
+
+def cell_label(cell) -> str:
+    """The cell's name in file names: ``sim-x-4mm``, ``sim-iso``, ``pipeline-z-6mm``."""
+    from sr7t.evaluate.cells import AXIS_NAMES
+
+    if cell.axis < 0:
+        return f"{cell.kind}-iso"
+    return f"{cell.kind}-{AXIS_NAMES[cell.axis]}-{cell.slice_mm:g}mm"
+
+
+def tissue_cell(cells: list):
+    """The cell on which tissue agreement is measured (Atropos is slow): thick along z at the
+    middle resolution of the simulated inputs, else of the pipeline inputs."""
+    for kind in ("sim", "pipeline"):
+        chosen = [c for c in cells if c.kind == kind and c.axis == 2]
+        if chosen:
+            return chosen[len(chosen) // 2]
+    return None
+
+
+def _tissue_scores(pred, reference, mask, cache: dict, subject: str) -> dict:
+    """GM/WM/CSF Dice and relative volume error of Atropos segmentations of ``pred`` and of
+    ``reference`` (segmented once per subject), inside ``mask``."""
+    from sr7t.evaluate.tissue import segment_tissues, tissue_agreement
+
+    if subject not in cache:
+        cache[subject] = segment_tissues(reference, mask)
+    return tissue_agreement(segment_tissues(pred, mask), cache[subject])
 
 
 def _crop_affine(affine: np.ndarray, box) -> np.ndarray:

@@ -110,8 +110,11 @@ def predict_volume(
         ph, pw = (-h) % mult, (-w) % mult
         geometry = _geometry(meta, slice_mm, inplane_mm, (h, w))
         residual = np.zeros((n, h, w), dtype=np.float32)
-        # One draw per axis, so the result does not depend on batch_size.
+        # One draw per axis, so the result does not depend on batch_size; a deterministic
+        # (regression) model starts from zeros.
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
+        if meta.get("deterministic"):
+            noise_all.zero_()
         for first in range(0, n, batch_size):
             idx = np.arange(first, min(first + batch_size, n))
             planes = condition_planes(t1, guidance, axis, idx, context)
@@ -162,6 +165,8 @@ def predict_plane(
     mult = model.size_multiple
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn((1, 1, h + (-h) % mult, w + (-w) % mult), generator=gen)
+    if meta.get("deterministic"):
+        noise.zero_()
     residual = _sample_padded(
         model, torch.from_numpy(planes), int(meta["sampling_steps"]), noise, device
     )

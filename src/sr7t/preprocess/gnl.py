@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from sr7t.errors import ScanError
 from sr7t.io import load_volume, save_volume, write_json
 
 # R0 of Siemens .coef files is not in the file; gradunwarp derives it from the file name.
@@ -459,14 +460,24 @@ def run_gradunwarp_stage(
     Jacobian determinant and displacement magnitude (mm) on the 1.5T grid (1 and 0 when
     ``coef_1p5t`` is None, with ``gnl_present_1p5T: false`` in the QC), and a QC json with,
     per field, max/mean displacement (mm) and Jacobian range inside the brain-ish region
-    (> 10% of the 99th percentile) and seconds. Returns the QC dict.
+    (> 10% of the 99th percentile) and seconds. Returns the QC dict. ``subject`` names the
+    subject in the QC json and in errors (a coefficient file that does not parse is a
+    :class:`~sr7t.errors.ScanError` naming subject and file).
     """
     t0 = time.perf_counter()
     qc: dict = {"subject": subject}
 
+    def coefficients(path, field):
+        try:
+            return read_coefficients(path)
+        except CoefficientFileError as exc:
+            raise ScanError(
+                subject, path, f"{field} gradient coefficient file {exc.problem}"
+            ) from None
+
     img7, aff7 = load_volume(scan_7t, subject)
     if coef_7t:
-        c7 = read_coefficients(coef_7t)
+        c7 = coefficients(coef_7t, "7T")
         corrected, jac7 = unwarp(img7, aff7, c7)
         d7 = displacement_field_mm(c7, img7.shape, aff7)
         save_volume(out_7t_unwarped, corrected, aff7)
@@ -485,7 +496,7 @@ def run_gradunwarp_stage(
 
     img15, aff15 = load_volume(scan_1p5t, subject)
     if coef_1p5t:
-        c15 = read_coefficients(coef_1p5t)
+        c15 = coefficients(coef_1p5t, "1.5T")
         disp15, jac15 = displacement_at_mm(
             c15, voxel_centres_mm(img15.shape, aff15), with_jacobian=True
         )

@@ -124,8 +124,12 @@ def run_n4_stage(
     out_mask: str | Path,
     out_qc_json: str | Path,
     cfg: dict | None = None,
+    subject: str = "?",
 ) -> dict:
     """File-level N4 stage: read ``in_scan``, write corrected image, bias field, mask, QC json.
+
+    ``subject`` names the subject in the QC json and in errors (a bad scan is a
+    :class:`~sr7t.errors.ScanError` naming subject and file).
 
     ``cfg`` keys (defaults in :data:`N4_DEFAULTS`): ``shrink_factor``, ``iterations`` (list,
     one entry per level), ``spline_distance_mm``, ``threads``.
@@ -136,7 +140,7 @@ def run_n4_stage(
     Returns the QC dict.
     """
     cfg = {**N4_DEFAULTS, **(cfg or {})}
-    image, affine = load_volume(in_scan)
+    image, affine = load_volume(in_scan, subject)
     t0 = time.perf_counter()
     mask = head_mask(image, affine)
     corrected, bias = n4_correct(
@@ -152,6 +156,7 @@ def run_n4_stage(
     wm = white_matter_proxy(corrected, mask)
     inside = mask > 0
     qc = {
+        "subject": subject,
         "scan": str(in_scan),
         "seconds": round(seconds, 3),
         "mask_voxels": int(inside.sum()),

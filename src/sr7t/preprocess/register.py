@@ -345,11 +345,15 @@ def registration_error_mm(
     return float(d.mean()), float(d.max())
 
 
-def check_not_diverged(qc: dict, qc_json: str | Path, moving_scan, fixed_scan) -> None:
-    """Raise RuntimeError naming the files if ``qc['diverged']``; the QC json is already written."""
+def check_not_diverged(
+    qc: dict, qc_json: str | Path, moving_scan, fixed_scan, subject: str = "?"
+) -> None:
+    """Raise RuntimeError naming the subject and files if ``qc['diverged']``; the QC json is
+    already written."""
     if qc["diverged"]:
         raise RuntimeError(
-            f"registration of {moving_scan} to {fixed_scan} diverged: mutual information "
+            f"subject {subject}: registration of {moving_scan} to {fixed_scan} diverged: "
+            "mutual information "
             f"{qc['similarity_after']:.4f} after < {qc['similarity_before']:.4f} before "
             f"(header alignment); see {qc_json}"
         )
@@ -365,8 +369,11 @@ def run_register_stage(
     out_qc_json: str | Path,
     out_qc_png: str | Path,
     cfg: dict | None = None,
+    subject: str = "?",
 ) -> dict:
     """File-level registration stage (1.5T ``moving_scan`` -> 7T ``fixed_scan``).
+
+    ``subject`` names the subject in the QC json and in every error.
 
     ``fixed_mask``: 7T mask NIfTI. ``extra_maps``: name -> (path on the 1.5T grid, output path
     on the 7T grid); maps whose name contains "mask" are resampled nearest-neighbour, others
@@ -376,14 +383,15 @@ def run_register_stage(
     ``threads``, ``seed``, ``interpolation_order``.
     QC json: ``similarity_before`` / ``similarity_after`` (mutual information, nats, higher is
     better), ``diverged`` (after < before), ``seconds``, ``world_matrix``.
-    Raises RuntimeError naming the files if the registration diverged (after writing the json).
+    Raises RuntimeError naming the subject and files if the registration diverged (after
+    writing the json).
     """
     cfg = {**REGISTER_DEFAULTS, **(cfg or {})}
-    moving, moving_affine = load_volume(moving_scan)
-    fixed, fixed_affine = load_volume(fixed_scan)
-    mask, mask_affine = load_volume(fixed_mask)
+    moving, moving_affine = load_volume(moving_scan, subject)
+    fixed, fixed_affine = load_volume(fixed_scan, subject)
+    mask, mask_affine = load_volume(fixed_mask, subject)
     if mask.shape != fixed.shape or not np.allclose(mask_affine, fixed_affine, atol=1e-3):
-        raise ValueError(f"mask {fixed_mask} is not on the grid of {fixed_scan}")
+        raise ValueError(f"subject {subject}: mask {fixed_mask} is not on the grid of {fixed_scan}")
     result = register_1p5t_to_7t(
         moving,
         moving_affine,
@@ -396,6 +404,7 @@ def run_register_stage(
         fixed_mask=mask,
     )
     qc = {
+        "subject": subject,
         "moving_scan": str(moving_scan),
         "fixed_scan": str(fixed_scan),
         "similarity_metric": result.similarity_metric,
@@ -409,7 +418,7 @@ def run_register_stage(
     }
     write_json(out_qc_json, qc)
     _cleanup(result.transform_files)
-    check_not_diverged(qc, out_qc_json, moving_scan, fixed_scan)
+    check_not_diverged(qc, out_qc_json, moving_scan, fixed_scan, subject)
 
     Path(out_transform).parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(
@@ -430,7 +439,7 @@ def run_register_stage(
     save_volume(out_moving, registered, fixed_affine)
     for name, (in_path, out_path) in extra_maps.items():
         # GNL maps of a scanner without a coefficient file are legitimately constant
-        data, aff = load_volume(in_path, allow_constant=True)
+        data, aff = load_volume(in_path, subject, allow_constant=True)
         order = 0 if "mask" in name else 1
         save_volume(
             out_path,

@@ -9,19 +9,24 @@ variant (the distillation stage) is a subclass overriding :meth:`build_trainable
 
 Exact resume works because nothing in a step depends on hidden state: the examples of step
 ``s`` on rank ``r`` are dataset indices ``(s * world + r) * B + j`` (each example is a pure
-function of its index), and the noise and times of step ``s`` come from a generator seeded
-with ``(seed, s, r)``. Model, optimiser, EMA, scheduler, step and the global RNG states are
-checkpointed as well.
+function of its index), and the noise and times of step ``s`` are drawn for the whole global
+batch from a generator seeded with ``(seed, s)``, rank ``r`` keeping its rows
+(:class:`BatchShard`). Model, optimiser, EMA, scheduler, step and the global RNG states are
+checkpointed as well. So W processes at batch B/W train on exactly the examples, noise and
+times of one process at batch B (the averaged gradient differs by float summation order only).
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import math
 import os
 import random
+import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +75,50 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(
         (int(seed) * 1_000_003 + int(step)) * 131 + int(rank)
     )
+
+
+class BatchShard:
+    """This rank's share of one training step's global batch: its random draws, and means
+    over the whole batch.
+
+    Each draw is made for the whole global batch (``world * b`` rows) from the generator of
+    ``(seed, step)`` and this rank's rows ``rank * b .. (rank + 1) * b - 1`` are returned --
+    the rows of the examples :class:`StepBatches` gives it. An example's noise and time thus
+    depend on its place in the global batch, not on how many processes share the batch; with
+    one process the draws are those of the plain generator. Losses draw through
+    :meth:`rand`, :meth:`randn` and :meth:`randint` (CPU tensors); a batch statistic inside a
+    loss (a normaliser) goes through :meth:`global_mean`.
+    """
+
+    def __init__(self, seed: int, step: int, rank: int = 0, world: int = 1):
+        self.generator = step_generator(seed, step, 0)
+        self.rank, self.world = int(rank), int(world)
+
+    def _mine(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        return x[self.rank * b : (self.rank + 1) * b] if self.world > 1 else x
+
+    def rand(self, b: int) -> torch.Tensor:
+        """Uniform [0, 1), shape (b,)."""
+        return self._mine(torch.rand(b * self.world, generator=self.generator), b)
+
+    def randn(self, shape) -> torch.Tensor:
+        """Standard normal of ``shape`` (rows first)."""
+        b, *rest = shape
+        return self._mine(torch.randn((b * self.world, *rest), generator=self.generator), b)
+
+    def randint(self, low: int, high: int, b: int) -> torch.Tensor:
+        """Integers in ``[low, high)``, shape (b,)."""
+        x = torch.randint(low, high, (b * self.world,), generator=self.generator)
+        return self._mine(x, b)
+
+    def global_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (a per-rank mean over this rank's rows; no gradient) averaged over the ranks:
+        the mean over the global batch. Every rank must call it (an all-reduce)."""
+        if self.world == 1:
+            return x
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x / self.world
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -144,25 +193,102 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return files[-1] if files else None
 
 
+class TrainingOOM(RuntimeError):
+    """The GPU ran out of memory in a training step; the message says which batch size to try."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error (also as the plain RuntimeError older code paths raise)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def oom_advice(section: str, batch_size: int, patch: int, params: int, world: int = 1) -> str:
+    """The one-line message of :class:`TrainingOOM`: where it ran out and what to set."""
+    steps = "steps_per_stage" if section == "distill" else "train_steps"
+    per = " per process" if world > 1 else ""
+    head = (
+        f"out of GPU memory at batch_size {batch_size}{per} (patch {patch}, "
+        f"model {params / 1e6:.1f} M params)"
+    )
+    if batch_size <= 1:
+        return f"{head}: batch_size is already 1: lower data.patch_size or {section}.channels"
+    return f"{head}: set {section}.batch_size to {batch_size // 2} (and double {section}.{steps})"
+
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+
+
+def parse_device(device=None) -> torch.device:
+    """The torch device for ``device``: None or ``"auto"`` (CUDA when available, else CPU),
+    ``"cpu"``, ``"cuda"`` (the current CUDA device) or ``"cuda:N"``.
+
+    Raises ValueError (one line) for another name, for CUDA asked for on a machine without
+    it, and for an index beyond the visible devices.
+    """
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if m is None:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {device!r}")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"device {name!r} asked for, but CUDA is not available (torch {torch.__version__}, "
+            f"{build}): use --device cpu, or run where a GPU is visible"
+        )
+    n = torch.cuda.device_count()
+    index = int(m.group(1)) if m.group(1) is not None else torch.cuda.current_device()
+    if index >= n:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise ValueError(
+            f"device {name} asked for, but only {n} CUDA device{'s' if n != 1 else ''} "
+            f"{'are' if n != 1 else 'is'} visible (cuda:0..cuda:{n - 1}; "
+            f"CUDA_VISIBLE_DEVICES={visible})"
+        )
+    return torch.device("cuda", index)
+
+
 def resolve_device(device=None) -> tuple[torch.device, int, int, bool]:
-    """``(device, rank, world_size, we_initialised_ddp)``; DDP when torchrun sets WORLD_SIZE>1
-    (nccl on CUDA, gloo on CPU)."""
+    """``(device, rank, world_size, we_initialised_ddp)`` for ``device`` (see
+    :func:`parse_device`).
+
+    Under torchrun (WORLD_SIZE > 1) the process group is initialised here (nccl on CUDA, gloo
+    on CPU) and destroyed at interpreter exit, not after one trainer, so a second trainer in
+    the same process (teacher, then a stage) reuses it; each process takes one GPU,
+    ``cuda:LOCAL_RANK`` (an explicit ``cuda:N`` only says "CUDA"; pick GPUs with
+    CUDA_VISIBLE_DEVICES).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    dev = parse_device(device)
+    if dev.type == "cuda" and world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        n = torch.cuda.device_count()
+        if local >= n:
+            raise ValueError(
+                f"LOCAL_RANK {local} but only {n} CUDA devices are visible: start at most {n} "
+                "processes per node (torchrun --nproc_per_node)"
+            )
+        dev = torch.device("cuda", local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # before nccl, and so "cuda" means this device from now on
+    if world <= 1:
+        return dev, 0, 1, False
     initialised = False
-    if world > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
-            initialised = True
-        rank = dist.get_rank()
-        if cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local), rank, world, initialised
-        return torch.device("cpu"), rank, world, initialised
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device), 0, 1, initialised
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        atexit.register(_destroy_process_group)
+        initialised = True
+    return dev, dist.get_rank(), world, initialised
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class DiffusionTrainer:
@@ -238,14 +364,14 @@ class DiffusionTrainer:
         """The exported model inside the trainable module."""
         return trainable
 
-    def loss(self, module: nn.Module, batch: dict, gen: torch.Generator):
-        """Return ``(loss, parts)``; ``module`` may be DDP-wrapped."""
+    def loss(self, module: nn.Module, batch: dict, gen: BatchShard):
+        """Return ``(loss, parts)``; ``module`` may be DDP-wrapped; random draws via ``gen``."""
         from sr7t.models.diffusion import q_sample, v_target
 
         x0, cond = self.x0_cond(batch)
         b = x0.shape[0]
-        t = torch.rand(b, generator=gen).to(self.device)
-        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        t = gen.rand(b).to(self.device)
+        noise = gen.randn(x0.shape).to(self.device)
         x_t = q_sample(x0, t, noise)
         with self.autocast():
             v = module(x_t, cond, t)
@@ -390,29 +516,31 @@ class DiffusionTrainer:
         trainable.train()
         step = start
         for batch in loader:
-            gen = step_generator(seed, step, self.rank)
-            loss, parts = self.loss(module, batch, gen)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg["grad_clip"]:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            ema.update(trainable)
+            gen = BatchShard(seed, step, self.rank, self.world)
+            with self.out_of_memory_guard(trainable):
+                loss, parts = self.loss(module, batch, gen)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg["grad_clip"]:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                ema.update(trainable)
             step += 1
             n = batch["cond"].shape[0] * self.world
             examples += n
             window_n += n
-            window_loss.append({k: float(v) for k, v in {"loss": loss.detach(), **parts}.items()})
+            # detached tensors, no float(): a GPU step does not wait for the previous one
+            window_loss.append({"loss": loss.detach(), **parts})
             bar.update(1)
 
             if step % int(cfg["checkpoint_every"]) == 0 or step == total:
                 self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
             if step % int(cfg["log_every"]) == 0 or step == total:
                 now = time.perf_counter()
-                history = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
+                history = self.window_mean(window_loss)
                 record = {
                     **history,
                     "lr": float(sched.get_last_lr()[0]),
@@ -440,9 +568,7 @@ class DiffusionTrainer:
             save_bundle(out_model, model, meta)
             scores = self.report_volume_scores(model, meta, step)
         if self.world > 1:
-            dist.barrier()
-            if self._own_pg:
-                dist.destroy_process_group()
+            dist.barrier()  # the process group lives on until exit (resolve_device)
         return {
             "kind": self.kind,
             "steps": step,
@@ -459,6 +585,36 @@ class DiffusionTrainer:
             "device": str(self.device),
             "world_size": self.world,
         }
+
+    @contextmanager
+    def out_of_memory_guard(self, trainable: nn.Module):
+        """Turn a CUDA out-of-memory error inside the block into :class:`TrainingOOM`."""
+        try:
+            yield
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(exc):
+                raise
+            msg = oom_advice(
+                self.section,
+                int(self.cfg["batch_size"]),
+                int(self.data_cfg["patch_size"]),
+                param_count(self.denoiser(trainable)),
+                self.world,
+            )
+            raise TrainingOOM(msg) from exc
+
+    def window_mean(self, window: list[dict]) -> dict[str, float]:
+        """Mean of each logged loss over the steps of ``window`` and over all ranks (each
+        rank's loss is the mean over its rows, so this is the global batch's mean)."""
+        keys = list(window[0])
+        means = torch.stack(
+            [torch.stack([torch.as_tensor(w[k]).double() for w in window]).mean() for k in keys]
+        )
+        if self.world > 1:
+            means = means.to(self.device)
+            dist.all_reduce(means)
+            means = means / self.world
+        return dict(zip(keys, means.cpu().tolist(), strict=True))
 
     def save_checkpoint(self, step, trainable, ema, opt, sched, scaler) -> None:
         if self.rank == 0:
@@ -490,7 +646,7 @@ class DiffusionTrainer:
         module.eval()
         for i in range(0, n, b):
             batch = torch.utils.data.default_collate([ds[j] for j in range(i, min(i + b, n))])
-            loss, _ = self.loss(module, batch, step_generator(int(self.cfg["seed"]) + 7919, i, 0))
+            loss, _ = self.loss(module, batch, BatchShard(int(self.cfg["seed"]) + 7919, i))
             losses.append(float(loss) * batch["cond"].shape[0])
         module.train(was_training)
         return float(np.sum(losses) / n)

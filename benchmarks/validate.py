@@ -1,0 +1,88 @@
+"""Score models on the VALIDATION subjects, with the evaluation's own cells and metrics.
+
+Every design and hyper-parameter is chosen here; the workflow's ``eval/`` scores the test
+subjects once. Run after the workflow has built the models (or point ``--model-file`` at other
+bundles, e.g. a variant trained with another config):
+
+    .venv/bin/python benchmarks/validate.py --cohort demo \
+        --models bspline teacher student_stage2 regression [--model-file NAME=PATH ...]
+
+Writes ``results/<cohort>/validation/metrics.tsv`` and ``summary.tsv`` and prints each
+model's PSNR/SSIM gain over B-spline per input kind with a 95 % bootstrap CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from sr7t import paths
+from sr7t.config import load_schema, validate
+from sr7t.evaluate.run import BASELINE_ORDER, evaluate_model, summary_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--cohort", default="demo")
+    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    ap.add_argument("--models", nargs="+", default=["bspline", "teacher"])
+    ap.add_argument("--model-file", action="append", default=[], help="NAME=PATH (a bundle)")
+    ap.add_argument("--out", default=None, help="folder (default results/<cohort>/validation)")
+    a = ap.parse_args(argv)
+
+    import yaml
+
+    cfg = validate(
+        yaml.safe_load(Path(a.config).read_text()),
+        load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"),
+    )
+    eval_cfg = cfg["evaluate"]
+    root = Path(a.results)
+    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
+    val = sorted(manifest.loc[manifest["split"] == "val", "subject"].unique())
+    if not val:
+        print(f"cohort {a.cohort} has no validation subjects", file=sys.stderr)
+        return 2
+    files = [str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in val]
+    truth = paths.path("demo_truth_root", root, cohort=a.cohort)
+    truth_root = truth if truth.exists() else None
+    explicit = dict(item.split("=", 1) for item in a.model_file)
+    out = Path(a.out or root / a.cohort / "validation")
+    out.mkdir(parents=True, exist_ok=True)
+    tables = []
+    for name in a.models:
+        model_file = None
+        if name not in BASELINE_ORDER:
+            model_file = explicit.get(name) or str(
+                paths.path("model", root, cohort=a.cohort, model=name)
+            )
+        pattern = str(out / name / "{subject}_{cell}.nii.gz")
+        tables.append(
+            evaluate_model(
+                name, model_file, files, eval_cfg, pattern, out / name / "metrics.tsv", truth_root
+            )
+        )
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out / "metrics.tsv", sep="\t", index=False, float_format="%.6g")
+    summary = summary_table(table)
+    summary.to_csv(out / "summary.tsv", sep="\t", index=False, float_format="%.6g")
+    gains = summary[(summary["kind"] == "gain") & (summary["resolution_mm"] < 0)]
+    print(f"validation subjects {val}; gain over bspline, mean [95 % CI] over units:")
+    for _, r in gains.iterrows():
+        print(
+            f"  {r['input']:9s} {r['metric']:5s} {r['model']:16s} "
+            f"{r['mean']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}] (n={int(r['n'])})"
+        )
+    print(json.dumps({"metrics": str(out / "metrics.tsv"), "summary": str(out / "summary.tsv")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

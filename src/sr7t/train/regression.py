@@ -1,0 +1,92 @@
+"""The deterministic regression UNet: the model a user would pick instead of diffusion.
+
+The same data, architecture and training budget as the final distilled student (its width,
+self-attention, learning rate, batch size and the sum of the stages' steps), trained with a
+plain mean squared error on the scaled residual. It reuses the denoiser and the whole loop:
+the network sees ``x_t = 0`` at ``t = 1``, where v-prediction is exactly ``v = -x0``, so one
+deterministic DDIM step from zeros returns its regression (``meta["deterministic"]``).
+It answers the evaluation's question "is diffusion worth it here?".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sr7t.config import per_stage
+from sr7t.models.diffusion import Denoiser
+from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
+
+
+class RegressionTrainer(DiffusionTrainer):
+    section = "distill"  # the final student's budget and optimiser
+    defaults = {**LOOP_DEFAULTS, "lr": 1e-3, "sampling_steps": 1, "use_guidance": True}
+    kind = "regression"
+
+    def setup(self) -> None:
+        super().setup()
+        self.sampling_steps = 1
+        k = int(self.cfg.get("stages", 1))
+        self.channels_arch = [int(c) for c in per_stage(self.cfg["channels"], k, True)]
+        attention = self.cfg.get("attention_levels")
+        self.attention_arch = None if attention is None else per_stage(attention, k, True)
+        self.teacher_arch = dict(self.cfg.pop("teacher_arch", None) or {})
+
+    @property
+    def total_steps(self) -> int:
+        steps = self.cfg["steps_per_stage"]
+        k = int(self.cfg.get("stages", 1))
+        return sum(int(per_stage(steps, s, False)) for s in range(1, k + 1))
+
+    def build_trainable(self, n_condition: int) -> nn.Module:
+        attention = self.attention_arch
+        if attention is None:
+            attention = [False] * len(self.channels_arch)
+        arch = {
+            "channels": self.channels_arch,
+            "attention_levels": [bool(a) for a in attention],
+            "num_res_blocks": int(self.teacher_arch.get("num_res_blocks", 1)),
+            "norm_num_groups": min(
+                int(self.teacher_arch.get("norm_num_groups", 8)), min(self.channels_arch)
+            ),
+        }
+        return Denoiser(n_condition, arch)
+
+    def loss(self, module: nn.Module, batch: dict, gen: torch.Generator):
+        x0, cond = self.x0_cond(batch)
+        t = torch.ones(x0.shape[0], device=self.device)
+        with self.autocast():
+            v = module(torch.zeros_like(x0), cond, t)
+        loss = torch.mean((v.float() + x0) ** 2)  # v = -x0 at t = 1 with x_t = 0
+        return loss, {"loss_mse": loss.detach()}
+
+    def meta(self) -> dict:
+        return {**super().meta(), "deterministic": True}
+
+
+def train_regression(
+    train_files: list[str | Path],
+    val_files: list[str | Path],
+    cfg: dict,
+    out_model: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_cb=None,
+    device=None,
+    artifact_cb=None,
+) -> dict:
+    """Train the regression UNet with the final student's budget; write its bundle.
+
+    ``cfg``: the whole config; ``data`` and ``distill`` are read (the last stage's width and
+    attention, the sum of ``steps_per_stage``, ``lr``, ``batch_size``), and the teacher's
+    ``num_res_blocks``/``norm_num_groups`` (the students keep them). Returns the
+    training summary, as :func:`~sr7t.train.teacher.train_teacher`.
+    """
+    teacher = cfg.get("teacher") or {}
+    arch = {k: teacher[k] for k in ("num_res_blocks", "norm_num_groups") if k in teacher}
+    cfg = {**cfg, "distill": {**(cfg.get("distill") or {}), "teacher_arch": arch}}
+    trainer = RegressionTrainer(
+        train_files, val_files, cfg, checkpoint_dir, metrics_cb, device, artifact_cb
+    )
+    return trainer.run(out_model)
