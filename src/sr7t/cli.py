@@ -304,6 +304,7 @@ def cmd_predict(a, tracker):
             steps=a.steps,
             device=a.device,
             batch_size=a.batch_size,
+            brain_mask=a.brain_mask,
         )
     except BundleError as exc:
         # one line naming the file, exit status 2 (bad input), no traceback
@@ -487,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--coef", default="", help="the 1.5T scanner's gradient coefficient file")
     s.add_argument("--steps", type=int, default=None, help="sampling steps (default: model's)")
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument(
+        "--brain-mask",
+        default="auto",
+        help="auto (whole heads get the Colin27 template's brain mask, skull-stripped scans "
+        "their head mask), head (head mask only) or a NIfTI mask on the input's grid",
+    )
     return p
 
 

@@ -9,7 +9,6 @@ import copy
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from snakemake.utils import update_config
@@ -91,9 +90,9 @@ def test_full_size_teacher_and_distillation_chain(tmp_path):
     n_teacher = param_count(teacher)
     assert 18.3e6 < n_teacher < 18.7e6, n_teacher  # README: 18.5 M
     assert teacher.arch["channels"] == [64, 128, 128, 256] and teacher.size_multiple == 8
-    assert torch.isfinite(torch.tensor(_backward_reaches_every_parameter(
-        teacher_trainer, teacher, batch
-    )))
+    assert torch.isfinite(
+        torch.tensor(_backward_reaches_every_parameter(teacher_trainer, teacher, batch))
+    )
     save_bundle(tmp_path / "teacher.pt", teacher, _meta(teacher_trainer, teacher))
     parent = load_bundle(tmp_path / "teacher.pt", device="cpu")
     assert _same_outputs(teacher, parent[0], n_cond)

@@ -39,7 +39,9 @@ def _moved_scan():
     grid = np.diag([MM, MM, MM, 1.0])
     grid[:3, 3] = [-95.0, -130.0, -75.0]  # a scanner origin unrelated to Colin27's
     motion = np.eye(4)  # scanner mm -> Colin27 mm
-    motion[:3, :3] = Rotation.from_rotvec(np.deg2rad(8) * np.array([1.0, 0.5, 0.3]) / 1.16).as_matrix()
+    motion[:3, :3] = Rotation.from_rotvec(
+        np.deg2rad(8) * np.array([1.0, 0.5, 0.3]) / 1.16
+    ).as_matrix()
     motion[:3, 3] = [6.0, -5.0, 4.0]
     scan = resample_to_fixed(head, affine, shape, grid, motion, order=1)
     true_brain = resample_to_fixed(truth, affine, shape, grid, motion, order=1) > 0.5
@@ -65,6 +67,11 @@ def test_looks_skull_stripped_tells_brain_from_head():
     _, _, _, (head, head_affine), (bet, bet_affine) = _colin27_3mm()
     assert brain.looks_skull_stripped(bet, bet_affine)
     assert not brain.looks_skull_stripped(head, head_affine)
+    # A big brain (x1.25: 3.6 L, as big as a head) is still a brain: no skull around its core.
+    big = bet_affine.copy()
+    big[:3, :3] *= 1.25
+    assert brain.skull_features(bet, big)["volume_l"] > brain.HEAD_MIN_L
+    assert brain.looks_skull_stripped(bet, big)
 
 
 def test_resolve_brain_mask_modes(tmp_path):

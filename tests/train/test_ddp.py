@@ -3,9 +3,9 @@
 Same global batch (one process at batch B, two at B/2 each): rank r trains on rows
 ``r*B/2 .. (r+1)*B/2 - 1`` of the single run's batch, with the same noise and times, so the
 averaged gradient is the single run's up to float summation order. What that leaves, after
-a few AdamW steps, is bounded below (``LOSS_RTOL``, ``WEIGHT_RTOL``, ``OUTPUT_RTOL``). Then a kill -9 of a
-worker after a checkpoint, and a relaunch: it resumes and ends bit-identical to the
-uninterrupted DDP run. Also the device parsing and the out-of-memory message.
+a few AdamW steps, is bounded below (``LOSS_RTOL``, ``WEIGHT_RTOL``, ``OUTPUT_RTOL``). Then a
+kill -9 of a worker after a checkpoint, and a relaunch: it resumes and ends bit-identical to
+the uninterrupted DDP run. Also the device parsing and the out-of-memory message.
 """
 
 import json

@@ -34,7 +34,7 @@ from sr7t.models.diffusion import (
     q_sample,
     v_target,
 )
-from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer, BatchShard
+from sr7t.train.loop import LOOP_DEFAULTS, BatchShard, DiffusionTrainer
 
 DISTILL_DEFAULTS: dict = {
     **LOOP_DEFAULTS,

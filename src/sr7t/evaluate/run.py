@@ -294,6 +294,16 @@ def _crop_affine(affine: np.ndarray, box) -> np.ndarray:
     return out
 
 
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """A metrics table as written here: numbers as numbers (NaN where not measured), text
+    columns as text ('' where empty)."""
+    table = pd.read_csv(path, sep="\t")
+    for col in ("model", "subject", "input", "axis", "reference", "warning"):
+        if col in table.columns:
+            table[col] = table[col].fillna("").astype(str)
+    return table
+
+
 def combine_metrics(
     tables: list[str], out_tsv: str | Path, figure: str | Path, summary_tsv: str | Path
 ) -> pd.DataFrame:
@@ -305,9 +315,7 @@ def combine_metrics(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = pd.concat(
-        [pd.read_csv(t, sep="\t", keep_default_na=False) for t in tables], ignore_index=True
-    )
+    table = pd.concat([read_metrics(t) for t in tables], ignore_index=True)
     table = table.sort_values(["model", "input", "axis", "resolution_mm", "subject"])
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     summary = summary_table(table)

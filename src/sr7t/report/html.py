@@ -19,19 +19,29 @@ import pandas as pd
 
 from sr7t import paths
 from sr7t.evaluate.compare import compare_to_teacher
+from sr7t.evaluate.run import read_metrics
 from sr7t.io import load_volume
 
 HOW_TO_READ = """
-<p>Each model super-resolves the held-out (<em>test</em>) subjects' 1.5T scans, re-acquired
-at each input slice spacing, onto the 7T grid. Metrics compare the prediction with the
-corrected 7T scan (N4 + gradient unwarping) <strong>inside the brain mask</strong>, after
-scaling each volume by its own 99th percentile in the mask; PSNR's data range is the
-reference's max&minus;min in the mask. Higher PSNR/SSIM and lower NMSE are better.
-<code>trilinear</code> and <code>bspline</code> are interpolation baselines: a learned model
-is only useful where it beats them. <code>teacher</code> is the diffusion model;
-<code>student_stage&lt;k&gt;</code> is the k-th distilled student (half the sampling steps of
-stage k&minus;1). <code>seconds</code> is the wall time per volume on the machine that ran
-the evaluation.</p>
+<p>Each model super-resolves the held-out (<em>test</em>) subjects, scored once. Two kinds of
+input (<code>input</code> column): <code>sim</code>, the subject's undistorted 1.5T-contrast
+truth with Rician noise, acquired with thick slices along x, y or z (<code>axis</code>) at
+each spacing, or left at the grid's resolution (<code>iso</code>: the model must not make it
+worse); <code>pipeline</code>, the real 1.5T as the workflow preprocessed it (thick along z).
+Every output is compared with the <strong>undistorted 7T truth</strong> (where the cohort
+has one; else the processed 7T) inside the true brain mask, on the same grid and region,
+after its own monotone intensity map to the truth (isotonic regression fitted in the brain:
+contrast is factored out, the question is resolution); the truth is scaled to its in-brain
+99th percentile and PSNR uses data range 1. <code>psnr_linear</code>/<code>ssim_linear</code>
+use a linear map instead. HFEN (lower is better) measures lost fine structure,
+<code>striping</code> the slice-to-slice variation across the thick axis relative to the
+truth's (1 = truth-like). <code>trilinear</code> and <code>bspline</code> interpolate the
+input; <code>regression</code> is a deterministic UNet with the final student's architecture
+and training budget: a learned model is only useful where it beats them.
+<code>teacher</code> is the diffusion model; <code>student_stage&lt;k&gt;</code> the k-th
+distilled student (half the sampling steps of stage k&minus;1). Confidence intervals are 95 %
+percentile bootstraps over subject &times; axis &times; spacing units (paired for gains).
+<code>seconds</code> is the wall time per scored region on the evaluating machine.</p>
 <p>Preprocessing QC: similarity after registration should exceed similarity before;
 N4 should lower the white-matter coefficient of variation (CoV). For the demo cohort the
 columns ending in <code>_truth</code> compare each stage with the known synthetic truth.</p>
@@ -66,7 +76,7 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
     def p(name, **kw):
         return paths.path(name, root, cohort=cohort, **kw)
 
-    metrics = pd.read_csv(p("metrics"), sep="\t", keep_default_na=False)
+    metrics = read_metrics(p("metrics"))
     qc = pd.read_csv(p("preprocess_qc"), sep="\t")
     manifest = pd.read_csv(p("manifest"), sep="\t")
     parts = [
@@ -110,6 +120,30 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
                 example,
                 "One held-out subject, a coronal slice, at the coarsest "
                 "input resolution: input (trilinear), each learned model, the 7T.",
+            )
+        )
+    speed = _quality_vs_speed(metrics)
+    if speed:
+        parts.append(
+            _figure(
+                speed,
+                "Quality against speed: mean PSNR over the simulated inputs against seconds "
+                "per scored region (log scale), every model.",
+            )
+        )
+    tissue_cols = [c for c in metrics.columns if c.startswith(("dice_", "volerr_"))]
+    tissue = metrics.dropna(subset=tissue_cols[:1]) if tissue_cols else metrics.iloc[:0]
+    if not tissue.empty:
+        parts.append("<h3>Tissue agreement</h3>")
+        parts.append(
+            "<p>GM/WM/CSF segmented with ANTs Atropos (3-class k-means) on every output and on "
+            "the truth, inside the brain mask, on one cell per subject (thick along z, the "
+            "middle spacing): Dice (higher is better) and relative volume error.</p>"
+        )
+        parts.append(
+            _table(
+                tissue.groupby("model")[tissue_cols].mean().reset_index(),
+                floats={c: 3 for c in tissue_cols},
             )
         )
     comparison = compare_to_teacher(metrics)
@@ -156,6 +190,9 @@ def write_report(results_root: str | Path, cohort: str, out_html: str | Path) ->
             png = p(name, subject=subject)
             if png.exists():
                 parts.append(_figure(png.read_bytes(), f"{subject}: {caption}"))
+
+    parts.append("<h2>Provenance</h2>")
+    parts.append(_table(pd.DataFrame(_versions().items(), columns=["package", "version"])))
 
     parts.append("<h2>Warnings and errors</h2>")
     warnings = metrics[metrics["warning"].astype(str) != ""]
@@ -205,6 +242,56 @@ def _headline(summary: pd.DataFrame) -> str:
             "factored out by an isotonic fit).</li>"
         )
     return "<p><b>Summary</b></p><ul>" + "".join(lines) + "</ul>"
+
+
+def _quality_vs_speed(metrics: pd.DataFrame) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sim = metrics[metrics["input"] == "sim"] if "input" in metrics.columns else metrics
+    if sim.empty:
+        return None
+    agg = sim.groupby("model")[["psnr", "seconds"]].mean()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=90)
+    for name, row in agg.iterrows():
+        ax.scatter(max(row["seconds"], 1e-3), row["psnr"])
+        ax.annotate(name, (max(row["seconds"], 1e-3), row["psnr"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per scored region")
+    ax.set_ylabel("PSNR (dB, contrast-neutral)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _versions() -> dict[str, str]:
+    """The package versions (and git commit) that produced the report."""
+    import importlib.metadata as md
+    import subprocess
+
+    out = {}
+    for name in ("sr7t", "torch", "monai", "antspyx", "nibabel", "snakemake", "mlflow"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    out["git commit"] = commit or "unknown"
+    return out
 
 
 def _split_counts(manifest: pd.DataFrame) -> str:

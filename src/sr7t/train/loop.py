@@ -566,9 +566,13 @@ class DiffusionTrainer:
             cost = self.cost(model)
             meta.update(cost)
             save_bundle(out_model, model, meta)
-            scores = self.report_volume_scores(model, meta, step)
         if self.world > 1:
-            dist.barrier()  # the process group lives on until exit (resolve_device)
+            # the bundle is on disk before any rank returns; the other ranks do not wait in a
+            # collective (and its timeout) while rank 0 scores whole volumes. The process
+            # group lives on until exit (resolve_device).
+            dist.barrier()
+        if self.rank == 0:
+            scores = self.report_volume_scores(model, meta, step)
         return {
             "kind": self.kind,
             "steps": step,
