@@ -72,6 +72,12 @@ def test_every_stable_output_exists_with_its_columns(tiny_run):
     assert (metrics["reference"] == "truth").all()
     assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
     assert (metrics["psnr"] >= metrics["psnr_linear"] - 1e-6).all()  # isotonic fits best
+    # tiny: n_samples 2, so diffusion models report whether their spread tracks their error
+    diffusion = metrics["model"].isin(["teacher", "student_stage1"])
+    assert metrics.loc[diffusion, "uncertainty_error_corr"].between(-1, 1).all()
+    assert metrics.loc[~diffusion, "uncertainty_error_corr"].isna().all()
+    tissue = metrics.dropna(subset=["dice_gm"])
+    assert len(tissue) == len(models) and tissue["dice_gm"].between(0, 1).all()
     summary = pd.read_csv(paths.path("eval_summary", root, cohort=COHORT), sep="\t")
     gains = summary[(summary["kind"] == "gain") & (summary["model"] == "teacher")]
     assert not gains.empty and (gains["ci_lo"] <= gains["mean"]).all()

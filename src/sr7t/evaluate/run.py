@@ -42,6 +42,7 @@ METRIC_COLUMNS = [
     "axis",
     *SCORE_COLUMNS,
     *TISSUE_COLUMNS,
+    "uncertainty_error_corr",
     "seconds",
     "input_slice_mm",
     "reference",
@@ -183,7 +184,7 @@ def evaluate_model(
             local = tuple(
                 slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
             )
-            warning, t0 = "", time.perf_counter()
+            warning, t0, spread = "", time.perf_counter(), None
             if model is None:
                 pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
                 pred = pred[inner]
@@ -194,22 +195,34 @@ def evaluate_model(
                 condition = np.concatenate([inp["t1"][None], arrays["condition"][1:]], axis=0)[
                     (slice(None), *box)
                 ]
-                pred = predict_volume(
-                    model,
-                    meta,
-                    condition,
-                    batch_size=int(cfg.get("batch_size", 16)),
-                    device=device,
-                    progress=False,
-                    thick_axis=inp["thick_axis"],
-                    slice_mm=inp["slice_mm"],
-                    inplane_mm=inp["inplane_mm"],
-                )[local]
+                n_samples = 1 if meta.get("deterministic") else int(cfg.get("n_samples", 1))
+                samples = [
+                    predict_volume(
+                        model,
+                        meta,
+                        condition,
+                        batch_size=int(cfg.get("batch_size", 16)),
+                        device=device,
+                        progress=False,
+                        seed=seed,
+                        thick_axis=inp["thick_axis"],
+                        slice_mm=inp["slice_mm"],
+                        inplane_mm=inp["inplane_mm"],
+                    )[local]
+                    for seed in range(n_samples)
+                ]
+                pred = np.mean(samples, axis=0)
+                spread = np.std(samples, axis=0) if n_samples > 1 else None
             seconds = time.perf_counter() - t0
             if warning:
                 log.warning("%s %s: %s", model_name, subject, warning)
             reference, mask = inp["reference"][inner], inp["mask"][inner]
             scores = contrast_neutral_metrics(pred, reference, mask)
+            scores["uncertainty_error_corr"] = (
+                uncertainty_error_correlation(pred, spread, reference, mask)
+                if spread is not None
+                else np.nan
+            )
             axis_name = AXIS_NAMES[cell.axis]
             stripe_axis = inp["thick_axis"]
             scores["striping"] = striping_ratio(pred, reference, mask, stripe_axis)
@@ -235,6 +248,7 @@ def evaluate_model(
                     "axis": axis_name,
                     **{k: scores[k] for k in SCORE_COLUMNS},
                     **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
+                    "uncertainty_error_corr": scores["uncertainty_error_corr"],
                     "seconds": seconds,
                     "input_slice_mm": float(inp["slice_mm"]),
                     "reference": "truth" if truth is not None else "processed_7T",
@@ -257,6 +271,23 @@ def evaluate_model(
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     return table
+
+
+def uncertainty_error_correlation(mean, std, reference, mask) -> float:
+    """Does the model know where it is wrong? Spearman correlation, inside ``mask``, between
+    the per-voxel standard deviation of its samples and the absolute error of their mean
+    (after the mean's own isotonic intensity map to the scaled reference)."""
+    from scipy.stats import spearmanr
+
+    from sr7t.evaluate.contrast import fit_intensity
+    from sr7t.evaluate.metrics import scale_reference
+
+    ref = scale_reference(reference, mask)
+    error = np.abs(fit_intensity(mean, ref, mask) - ref)[mask]
+    spread = std[mask]
+    if spread.std() == 0 or error.std() == 0:
+        return float("nan")
+    return float(spearmanr(spread, error).statistic)
 
 
 def cell_label(cell) -> str:
