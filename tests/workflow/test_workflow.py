@@ -68,7 +68,7 @@ def test_every_stable_output_exists_with_its_columns(tiny_run):
     # thick along x, y, z at 2 spacings + 1 isotropic; the preprocessed 1.5T at 2 spacings)
     assert len(metrics) == len(models) * (3 * 2 + 1 + 2) * 1
     assert set(metrics["axis"]) == {"x", "y", "z", "iso"}
-    assert set(metrics["input"]) == {"sim", "pipeline"}
+    assert set(metrics["input"]) == {"sim", "iso", "pipeline"}
     assert (metrics["reference"] == "truth").all()
     assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
     assert (metrics["psnr"] >= metrics["psnr_linear"] - 1e-6).all()  # isotonic fits best

@@ -244,7 +244,8 @@ def evaluate_model(
                     "model": model_name,
                     "resolution_mm": float(inp["slice_mm"]),
                     "subject": subject,
-                    "input": cell.kind,
+                    # the isotropic check is its own input kind: never pooled with thick slices
+                    "input": "iso" if cell.axis < 0 else cell.kind,
                     "axis": axis_name,
                     **{k: scores[k] for k in SCORE_COLUMNS},
                     **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
@@ -352,10 +353,14 @@ def combine_metrics(
     summary = summary_table(table)
     summary.to_csv(summary_tsv, sep="\t", index=False, float_format="%.6g")
 
-    inputs = sorted(table["input"].unique())
+    inputs = [k for k in sorted(table["input"].unique()) if k != "iso"]
     fig, axes = plt.subplots(len(inputs), 2, figsize=(10, 3.6 * len(inputs)), dpi=90, squeeze=False)
     for row, kind in zip(axes, inputs, strict=True):
-        part = summary[(summary["input"] == kind) & (summary["kind"] == "score")]
+        part = summary[
+            (summary["input"] == kind)
+            & (summary["kind"] == "score")
+            & (summary["resolution_mm"] >= 0)
+        ]
         for name, group in part.groupby("model"):
             style = "--" if name in BASELINE_ORDER else "-"
             for ax, key in zip(row, ("psnr", "ssim"), strict=True):
