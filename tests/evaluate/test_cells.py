@@ -36,6 +36,8 @@ def test_cells_cover_every_axis_spacing_and_the_pipeline():
     assert [c.axis for c in cells if c.kind == "sim" and c.axis < 0] == [-1]
     # the pipeline input is never finer than the scan was acquired
     assert [c.slice_mm for c in cells if c.kind == "pipeline"] == [3.0, 4.0]
+    coarse = eval_cells("s", True, CFG, native_slice_mm=4.0)  # 2 and 4 mm: one cell
+    assert [c.slice_mm for c in coarse if c.kind == "pipeline"] == [4.0]
     assert all(c.kind == "pipeline" for c in eval_cells("s", False, CFG, 3.0))
     assert cell_label(Cell("s", "sim", 0, 4.0)) == "sim-x-4mm"
     assert cell_label(Cell("s", "sim", -1, 0.0)) == "sim-iso"

@@ -52,8 +52,9 @@ def eval_cells(subject: str, has_truth: bool, cfg: dict, native_slice_mm: float)
         if cfg.get("isotropic", True):
             cells.append(Cell(subject, "sim", -1, 0.0))
     if cfg.get("pipeline", True) or not has_truth:
-        for r in cfg["resolutions_mm"]:
-            cells.append(Cell(subject, "pipeline", 2, max(float(r), native_slice_mm)))
+        # never finer than acquired; spacings below it collapse onto one cell
+        spacings = sorted({max(float(r), native_slice_mm) for r in cfg["resolutions_mm"]})
+        cells += [Cell(subject, "pipeline", 2, r) for r in spacings]
     return cells
 
 

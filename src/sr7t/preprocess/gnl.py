@@ -409,18 +409,26 @@ def distort(
 
 
 def unwarp(
-    image: np.ndarray, affine: np.ndarray, coeffs: GradientCoefficients, order: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+    image: np.ndarray,
+    affine: np.ndarray,
+    coeffs: GradientCoefficients,
+    order: int = 1,
+    with_displacement: bool = False,
+):
     """Correct a recorded image (X, Y, Z) for GNL, as gradunwarp does (with Jacobian).
 
     ``corrected(p) = recorded(p + d(p)) * J(p)``. Returns ``(corrected, jacobian)``, both
-    float32 (X, Y, Z) on the input grid; ``jacobian`` is the determinant used (unclipped).
+    float32 (X, Y, Z) on the input grid; ``jacobian`` is the determinant used (unclipped);
+    with ``with_displacement`` also the displacement (3, X, Y, Z) mm, so a caller that needs
+    it does not evaluate the spherical harmonics twice (the stage's most costly step).
     """
     p = voxel_centres_mm(np.shape(image), affine)
     d, jac = displacement_at_mm(coeffs, p, with_jacobian=True)
     values = _sample(image, affine, p + d, order)
-    corrected = values * np.clip(jac, *_JAC_CLIP)
-    return corrected.astype(np.float32), jac.astype(np.float32)
+    corrected = (values * np.clip(jac, *_JAC_CLIP)).astype(np.float32)
+    if with_displacement:
+        return corrected, jac.astype(np.float32), d.reshape((3, *np.shape(image)))
+    return corrected, jac.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -478,8 +486,7 @@ def run_gradunwarp_stage(
     img7, aff7 = load_volume(scan_7t, subject)
     if coef_7t:
         c7 = coefficients(coef_7t, "7T")
-        corrected, jac7 = unwarp(img7, aff7, c7)
-        d7 = displacement_field_mm(c7, img7.shape, aff7)
+        corrected, jac7, d7 = unwarp(img7, aff7, c7, with_displacement=True)
         save_volume(out_7t_unwarped, corrected, aff7)
         qc["gnl_present_7T"] = True
         qc["coef_7T"] = str(coef_7t)

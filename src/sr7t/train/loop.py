@@ -661,8 +661,10 @@ class DiffusionTrainer:
         return max(int(every), 1)
 
     def val_slice_mm(self) -> list[float]:
+        """Spacings of the final whole-volume scores: None = both ends of the trained range;
+        an empty list skips them (costly on fine grids; benchmarks/validate.py scores val)."""
         chosen = self.cfg.get("val_slice_mm")
-        return [float(v) for v in (chosen or self.data_cfg["train_slice_mm"])]
+        return [float(v) for v in (self.data_cfg["train_slice_mm"] if chosen is None else chosen)]
 
     def cost(self, model: Denoiser) -> dict:
         """Inference cost on this cohort's planes (:func:`sr7t.models.cost.inference_cost`)."""
@@ -680,9 +682,8 @@ class DiffusionTrainer:
 
         model = self.denoiser(ema.module)
         png = self.checkpoint_dir / "samples" / f"{self.kind}_step_{step:08d}.png"
-        save_sample_figure(
-            model, self.meta(), self.val_subjects[0], self.val_slice_mm()[-1], step, png
-        )
+        spacing = (self.val_slice_mm() or self.data_cfg["train_slice_mm"])[-1]
+        save_sample_figure(model, self.meta(), self.val_subjects[0], float(spacing), step, png)
         self.artifact_cb(png)
 
     def report_volume_scores(self, model: Denoiser, meta: dict, step: int) -> dict[str, float]:
