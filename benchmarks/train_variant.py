@@ -1,0 +1,91 @@
+"""Train one model variant on a cohort's training subjects, outside the workflow, for a choice
+made on the validation subjects (score it with benchmarks/validate.py --model-file).
+
+    .venv/bin/python benchmarks/train_variant.py --name reg_mild --kind regression \
+        --set data.synth.gamma=[0.8,1.25] --set distill.steps_per_stage=[900,0]
+    .venv/bin/python benchmarks/validate.py --models bspline reg_mild \
+        --model-file reg_mild=results/demo/variants/reg_mild/model.pt
+
+Each variant is an MLflow run of rule ``train_variant`` (experiment ``sr7t/<cohort>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sr7t import paths
+from sr7t.config import check_models, load_schema, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def override(cfg: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to ``cfg`` in place."""
+    key, _, value = assignment.partition("=")
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = yaml.safe_load(value)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--kind", choices=["regression", "teacher"], default="regression")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--cohort", default="demo")
+    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="key.path=YAML value")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    raw = yaml.safe_load(Path(a.config).read_text())
+    for item in a.set:
+        override(raw, item)
+    cfg = validate(raw, load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    check_models(cfg)
+    root = Path(a.results)
+    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
+    split = manifest.drop_duplicates("subject").set_index("subject")["split"]
+
+    def files(name):
+        return [
+            str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s))
+            for s in sorted(split[split == name].index)
+        ]
+
+    out = root / a.cohort / "variants" / a.name
+    from sr7t.tracking import job_run
+
+    with job_run("train_variant", a.cohort, {"name": a.name}, results_dir=str(root)) as tracker:
+        tracker.log_params({"kind": a.kind, "overrides": " ".join(a.set)})
+        if a.kind == "regression":
+            from sr7t.train.regression import train_regression as train
+        else:
+            from sr7t.train.teacher import train_teacher as train
+        summary = train(
+            files("train"),
+            files("val"),
+            copy.deepcopy(cfg),
+            out / "model.pt",
+            out / "checkpoints",
+            metrics_cb=tracker.log_metrics,
+        )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(json.dumps({"model": str(out / "model.pt"), "seconds": summary.get("seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
