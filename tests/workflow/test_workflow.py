@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from nibabel.affines import voxel_sizes
 
 from sr7t import paths
 from tests.conftest import REPO
@@ -209,7 +210,7 @@ def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
 
 def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
     """`sr7t predict` on a raw 1.5T scan: 7T-spaced output covering the scan, finite."""
-    from sr7t.io import load_volume, voxel_spacing_mm
+    from sr7t.io import load_volume
 
     work, _ = tiny_run
     root = work / "results"
@@ -241,9 +242,9 @@ def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     pred, affine = load_volume(out)
     raw, raw_affine = load_volume(scan)
-    np.testing.assert_allclose(voxel_spacing_mm(affine), 4.0, atol=1e-4)  # tiny 7T voxel
-    fov = voxel_spacing_mm(raw_affine) * (np.array(raw.shape) - 1)
-    assert np.all(voxel_spacing_mm(affine) * (np.array(pred.shape) - 1) <= fov + 4.0)
+    np.testing.assert_allclose(voxel_sizes(affine), 4.0, atol=1e-4)  # tiny 7T voxel
+    fov = voxel_sizes(raw_affine) * (np.array(raw.shape) - 1)
+    assert np.all(voxel_sizes(affine) * (np.array(pred.shape) - 1) <= fov + 4.0)
     assert np.isfinite(pred).all() and 0.3 < np.percentile(pred[pred > 0], 99) < 3
 
 
