@@ -33,13 +33,13 @@ VARIANTS: dict[str, dict] = {
 def load_config(config_files: list[str]) -> dict:
     """The workflow's config (schema defaults applied), as Snakemake would see it."""
     import yaml
-    from snakemake.utils import validate
+
+    from sr7t.config import resolve
 
     cfg: dict = {}
     for f in config_files:
         cfg = _merge(cfg, yaml.safe_load(Path(f).read_text()) or {})
-    validate(cfg, "workflow/schemas/config.schema.yaml")
-    return cfg
+    return resolve(cfg)
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -126,12 +126,13 @@ def main() -> None:
     rows = [{"variant": "-", "stage": 0, **score(teacher, files["test"], resolutions)}]
     for variant, overrides in variants.items():
         distill_cfg = {**cfg["distill"], **overrides}
-        run_cfg = {"data": cfg["data"], "distill": distill_cfg}
+        run_cfg = {**cfg, "distill": distill_cfg}
         parent = teacher
         out_dir = results / a.cohort / "bench" / "distill" / variant
         for k in range(1, int(distill_cfg["stages"]) + 1):
             wildcards = {"variant": variant, "stage": str(k)}
-            with job_run("bench_distill", a.cohort, wildcards, run_cfg, results) as tracker:
+            logged = {"data": cfg["data"], "distill": distill_cfg}
+            with job_run("bench_distill", a.cohort, wildcards, logged, results) as tracker:
                 model_file = out_dir / f"student_stage{k}.pt"
                 summary = distill_stage(
                     parent,

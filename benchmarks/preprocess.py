@@ -47,6 +47,7 @@ def main() -> None:
 
     import ants
 
+    from sr7t.config import resolve
     from sr7t.io import read_json
     from sr7t.preprocess import gnl
     from sr7t.preprocess.masks import head_mask, to_ants
@@ -56,6 +57,8 @@ def main() -> None:
         register_1p5t_to_7t,
         registration_error_mm,
     )
+
+    n4_cfg = resolve({})["preprocess"]["n4"]
 
     def p(name, **kw):
         return paths.path(name, a.results, cohort=a.cohort, subject=a.subject, **kw)
@@ -94,14 +97,14 @@ def main() -> None:
 
     # N4: ours (head mask, config defaults) vs ants.n4_bias_field_correction(img) defaults
     mask = head_mask(scan7, aff7).astype(bool)
-    ours = timed(lambda: n4_correct(scan7, aff7, mask=mask, threads=a.threads), a.repeat)
+    ours = timed(lambda: n4_correct(scan7, aff7, mask, threads=a.threads, **n4_cfg), a.repeat)
     img = to_ants(scan7, aff7)
     theirs = timed(lambda: ants.n4_bias_field_correction(img), a.repeat)
     truth_dir = paths.path("demo_truth_dir", a.results, cohort=a.cohort, subject=a.subject)
     brain = load_volume(truth_dir / "brainmask_7T.nii.gz")[0] > 0.5
     bias_true = load_volume(truth_dir / "bias_7T.nii.gz")[0]
     # accuracy on the distorted 7T (both sides alike): correlation of log bias with truth
-    corr_ours = bias_field_correlation(n4_correct(scan7, aff7, mask=mask)[1], bias_true, brain)
+    corr_ours = bias_field_correlation(n4_correct(scan7, aff7, mask, **n4_cfg)[1], bias_true, brain)
     bias_lib = ants.n4_bias_field_correction(img, return_bias_field=True).numpy()
     corr_lib = bias_field_correlation(bias_lib, bias_true, brain)
     rows.append(

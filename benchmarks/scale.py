@@ -43,13 +43,11 @@ def gpu_config() -> dict:
     import yaml
     from snakemake.utils import update_config
 
-    from sr7t.config import check_models, load_schema, validate
+    from sr7t.config import resolve
 
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     update_config(cfg, yaml.safe_load((REPO / "config/gpu.yaml").read_text()))
-    cfg = validate(cfg, load_schema(REPO / "workflow/schemas/config.schema.yaml"))
-    check_models(cfg)
-    return cfg
+    return resolve(cfg)
 
 
 # ----- memory ----------------------------------------------------------------------------

@@ -52,10 +52,7 @@ def main() -> None:
         def clock(record, step, times=times):
             times[step] = time.perf_counter()
 
-        run_cfg = {
-            "data": cfg["data"],
-            section: {**cfg[section], **quiet, "log_every": 1},
-        }
+        run_cfg = {**cfg, section: {**cfg[section], **quiet, "log_every": 1}}
         run_cfg[section]["train_steps" if kind == "teacher" else "steps_per_stage"] = a.steps
         with tempfile.TemporaryDirectory() as tmp:
             out, ck = Path(tmp) / "m.pt", Path(tmp) / "ck"

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from sr7t import paths
-from sr7t.config import check_models, load_schema, validate
+from sr7t.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,7 @@ def main(argv=None) -> int:
     raw = yaml.safe_load(Path(a.config).read_text())
     for item in a.set:
         override(raw, item)
-    cfg = validate(raw, load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
-    check_models(cfg)
+    cfg = resolve(raw)
     root = Path(a.results)
     manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
     split = manifest.drop_duplicates("subject").set_index("subject")["split"]

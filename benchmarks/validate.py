@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from sr7t import paths
-from sr7t.config import load_schema, validate
+from sr7t.config import resolve
 from sr7t.evaluate.run import BASELINE_ORDER, evaluate_model, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +39,7 @@ def main(argv=None) -> int:
 
     import yaml
 
-    cfg = validate(
-        yaml.safe_load(Path(a.config).read_text()),
-        load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"),
-    )
+    cfg = resolve(yaml.safe_load(Path(a.config).read_text()))
     eval_cfg = cfg["evaluate"]
     root = Path(a.results)
     manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")

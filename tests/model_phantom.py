@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sr7t.config import resolve
 from sr7t.data.resolution import simulate_slice_spacing
 
 CHANNELS = ["t1_1p5T", "log_bias_1p5T", "gnl_jacobian_1p5T", "gnl_dispmag_1p5T", "gnl_present"]
@@ -69,7 +70,8 @@ def write_phantom_npz(directory: Path, n: int, shape=SHAPE, first_seed: int = 0)
 
 
 def tiny_config(**overrides) -> dict:
-    """A config small enough to train for a few steps in seconds on one CPU core."""
+    """A config small enough to train for a few steps in seconds on one CPU core, resolved
+    (every other key is the schema's default, as in the workflow)."""
     cfg = {
         "data": {
             "slice_axis": 1,
@@ -114,4 +116,4 @@ def tiny_config(**overrides) -> dict:
     }
     for section, values in overrides.items():
         cfg[section] = {**cfg[section], **values}
-    return cfg
+    return resolve(cfg)

@@ -3,10 +3,19 @@ import copy
 import pytest
 import yaml
 
-from sr7t.config import ConfigError, check_models, config_hash, load_schema, validate
+from sr7t.config import (
+    ConfigError,
+    check_models,
+    config_hash,
+    load_schema,
+    read_resolved,
+    resolve,
+    validate,
+    write_resolved,
+)
 from tests.conftest import REPO
 
-SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = load_schema("config")
 
 
 def default_config():
@@ -107,3 +116,23 @@ def test_model_levels_that_disagree_are_named():
     text = str(err.value)
     assert "teacher.attention_levels" in text and "distill.channels for stage 1" in text
     assert "distill.attention_levels for stage 2" in text
+
+
+def test_resolve_fills_every_default_from_the_schema_alone():
+    """Defaults live only in the schema: a partial config gets them, and an empty one is the
+    schema's default of every section (what a stage called by hand builds)."""
+    empty = resolve({})
+    assert "cohorts" not in empty
+    assert empty["teacher"]["sampling_steps"] == 8 and empty["distill"]["grad_clip"] == 1.0
+    assert empty["preprocess"]["register"]["interpolation_order"] == 3
+    partial = resolve({"teacher": {"lr": 1e-3}})
+    assert partial["teacher"]["lr"] == 1e-3 and partial["teacher"]["ema_decay"] == 0.995
+    with pytest.raises(ConfigError, match=r"teacher: .*learning_rate"):
+        resolve({"teacher": {"learning_rate": 1e-3}})
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = validate(default_config(), SCHEMA)
+    path = write_resolved(cfg, tmp_path / "config.resolved.yaml")
+    assert read_resolved(path) == cfg
+    assert config_hash(read_resolved(path)) == config_hash(cfg)

@@ -18,9 +18,9 @@ import yaml
 from mlflow import MlflowClient
 
 from sr7t import tracking
+from sr7t.config import config_hash
 from sr7t.paths import tracking_db
 from sr7t.tracking import (
-    config_hash,
     end_workflow,
     experiment_name,
     flatten_params,

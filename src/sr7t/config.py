@@ -1,4 +1,11 @@
-"""Config validation against workflow/schemas/config.schema.yaml, defaults filled in.
+"""The config: one schema with every default, resolved once, carried everywhere.
+
+Defaults live only in ``sr7t/schemas/config.schema.yaml`` (shipped with the package).
+:func:`resolve` fills them into a partial config and checks it (the workflow does so at start,
+tests and stage functions called by hand do the same), so a stage run outside the workflow
+builds exactly what the workflow builds. The workflow writes the resolved config of each
+cohort beside its results (``results/<cohort>/config.resolved.yaml``, :func:`write_resolved`)
+and every model bundle carries it (``meta["config"]``).
 
 Snakemake's own ``validate`` would work too; this one is importable without Snakemake and
 names the offending key by its full path, e.g. ``config: teacher.lr: 'fast' is not of type
@@ -10,6 +17,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -20,8 +29,67 @@ class ConfigError(ValueError):
     """A config or sample sheet that does not match its schema."""
 
 
-def load_schema(path: str | Path) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+def load_schema(name_or_path: str | Path) -> dict:
+    """A schema shipped with the package (``"config"``, ``"samples"``) or a schema file."""
+    if str(name_or_path) in ("config", "samples"):
+        return copy.deepcopy(_packaged_schema(str(name_or_path)))
+    return yaml.safe_load(Path(name_or_path).read_text())
+
+
+@cache
+def _packaged_schema(name: str) -> dict:
+    text = resources.files("sr7t.schemas").joinpath(f"{name}.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def resolve(cfg: dict | None = None, check: bool = True) -> dict:
+    """``cfg`` with every schema default filled in, validated (and, with ``check``, through
+    :func:`check_models`); a new dict, ``cfg`` is left alone.
+
+    ``cfg`` may be partial: ``resolve({})`` is the default config of every section. Only the
+    workflow needs ``cohorts`` (:func:`resolve_workflow_config`). Raises :class:`ConfigError`.
+    """
+    schema = _packaged_schema("config")
+    partial = {k: v for k, v in schema.items() if k != "required"}
+    resolved = validate(cfg or {}, partial)
+    if check:
+        check_models(resolved)
+    return resolved
+
+
+def resolve_workflow_config(cfg: dict) -> dict:
+    """The workflow's config (cohorts required), resolved and checked."""
+    resolved = validate(cfg, _packaged_schema("config"))
+    check_models(resolved)
+    return resolved
+
+
+def bundle_config(meta: dict) -> dict:
+    """The resolved config a model bundle carries (``meta["config"]``). Bundles written before
+    it was carried whole hold only their data and model sections: the others are the schema's
+    defaults (what those models' workflows used unless their config said otherwise)."""
+    carried = meta.get("config") or {}
+    if "preprocess" in carried:
+        return carried
+    return {**resolve({}, check=False), **carried}
+
+
+def write_resolved(cfg: dict, path: str | Path) -> Path:
+    """Write a resolved config as YAML (the file every model rule reads and each bundle
+    carries)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(cfg, default=str))
+    path.write_text(
+        "# The whole resolved config (schema defaults filled in) that made these results.\n"
+        + yaml.safe_dump(plain, sort_keys=False)
+    )
+    return path
+
+
+def read_resolved(path: str | Path) -> dict:
+    """A config written by :func:`write_resolved`, checked again against the schema."""
+    return resolve(yaml.safe_load(Path(path).read_text()) or {})
 
 
 def validate(instance: dict, schema: dict, what: str = "config") -> dict:
@@ -116,8 +184,9 @@ def check_models(config: dict) -> None:
 
 
 def config_hash(config: dict) -> str:
-    """First 12 hex digits of the SHA-256 of the canonical JSON of ``config``."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    """First 12 hex digits of the SHA-256 of the config's canonical JSON (sorted keys, no
+    spaces): the ``config_hash`` tag of every MLflow run."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -17,3 +17,16 @@ class ScanError(ValueError):
 
 class StageNotReady(RuntimeError):
     """Raised by a stage that is not implemented for the requested option yet."""
+
+
+class TrainingOOM(RuntimeError):
+    """The GPU ran out of memory in a training step; the message says which batch size to try."""
+
+
+class RegistrationDiverged(RuntimeError):
+    """A registration ended less similar than it started; the message names subject and files."""
+
+
+# Errors whose message is written for the user (a bad scan, config or model file, advice after
+# running out of GPU memory, a failed registration): a stage shows them as one line.
+USER_ERRORS = (ValueError, TrainingOOM, RegistrationDiverged)

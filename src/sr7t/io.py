@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from sr7t.errors import ScanError
 
@@ -47,7 +48,7 @@ def load_volume(
         raise ScanError(subject, path, f"contains {int(np.sum(~np.isfinite(data)))} NaN/inf voxels")
     if not allow_constant and float(data.max()) == float(data.min()):
         raise ScanError(subject, path, "is empty (every voxel has the same value)")
-    spacing = voxel_spacing_mm(img.affine)
+    spacing = voxel_sizes(img.affine)
     lo, hi = SANE_SPACING_MM
     if np.any(spacing < lo) or np.any(spacing > hi):
         raise ScanError(
@@ -67,11 +68,6 @@ def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
     img.set_sform(img.affine, code=1)
     nib.save(img, str(path))
     return path
-
-
-def voxel_spacing_mm(affine: np.ndarray) -> np.ndarray:
-    """Voxel edge lengths in mm from a 4x4 affine."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
 def write_json(path: str | Path, obj) -> Path:

@@ -1,25 +1,35 @@
 """Every output location of the workflow, in one place.
 
 Templates are relative to the results root (config key ``results_dir``, default
-``results``). Snakemake rules call :func:`pattern` (wildcards left as ``{name}``);
-package code calls :func:`path` with every field filled in. A path never appears twice.
+``results``). Snakemake rules call :func:`pattern` (wildcards left as ``{name}``); tests and
+benchmarks call :func:`path` with every field filled in. Stages never build a path from the
+results root: they get every file they read or write from their rule, and find a file inside
+a declared folder with :func:`inside` (the demo's raw folder, :data:`DEMO_RAW`) or a
+wildcard's value in a declared file's name with :func:`match`. A path never appears twice.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 
 FIELDS = ("1p5T", "7T")  # field-strength labels used in file names and the manifest
 
+# Inside a demo cohort's raw folder (synthetic raw data; a real cohort's raw data live
+# wherever the user keeps them).
+DEMO_RAW: dict[str, str] = {
+    "demo_samples": "samples.tsv",
+    "demo_scan": "{subject}/{subject}_{field}.nii.gz",
+    "demo_truth_dir": "truth/{subject}",
+    "demo_truth_root": "truth",
+    "demo_coeffs_dir": "coeffs",
+}
+
 TEMPLATES: dict[str, str] = {
-    # demo cohort (synthetic raw data; a real cohort's raw data live wherever the user keeps them)
+    "resolved_config": "{cohort}/config.resolved.yaml",
     "demo_raw_dir": "{cohort}/raw",
-    "demo_samples": "{cohort}/raw/samples.tsv",
-    "demo_scan": "{cohort}/raw/{subject}/{subject}_{field}.nii.gz",
-    "demo_truth_dir": "{cohort}/raw/truth/{subject}",
-    "demo_truth_root": "{cohort}/raw/truth",
-    "demo_coeffs_dir": "{cohort}/raw/coeffs",
+    **{name: "{cohort}/raw/" + rel for name, rel in DEMO_RAW.items()},
     # ingest
     "ingest_scan": "{cohort}/ingest/{subject}/{subject}_{field}.nii.gz",
     "ingest_row": "{cohort}/ingest/{subject}/{subject}_scans.tsv",
@@ -55,7 +65,9 @@ TEMPLATES: dict[str, str] = {
     "model_summary": "{cohort}/models/{model}/summary.json",
     # evaluation
     "eval_model_metrics": "{cohort}/eval/{model}/metrics.tsv",
-    "eval_prediction": "{cohort}/eval/{model}/{subject}_{cell}.nii.gz",
+    "eval_predictions": "{cohort}/eval/{model}/predictions",
+    "eval_prediction": "{cohort}/eval/{model}/predictions/{subject}_{cell}.nii.gz",
+    "eval_example_png": "{cohort}/eval/{model}/example.png",
     "metrics": "{cohort}/eval/metrics.tsv",
     "eval_summary": "{cohort}/eval/summary.tsv",
     "eval_figure": "{cohort}/eval/metrics.png",
@@ -77,6 +89,26 @@ def path(name: str, root: str | Path = "results", **fields: str) -> Path:
     if missing:
         raise KeyError(f"path {name!r} needs {missing}")
     return Path(root) / TEMPLATES[name].format(**fields)
+
+
+def inside(folder: str | Path, name: str, **fields: str) -> Path:
+    """Path ``name`` of :data:`DEMO_RAW` inside ``folder`` (a demo cohort's raw folder)."""
+    return Path(folder) / DEMO_RAW[name].format(**fields)
+
+
+def match(name: str, path: str | Path) -> dict[str, str]:
+    """The fields of template ``name`` in ``path`` (e.g. its ``subject``), matched against the
+    end of the path; raises ``ValueError`` when ``path`` is not one of ``name``'s files."""
+    regex, seen = [], set()
+    for literal, field, _, _ in string.Formatter().parse(TEMPLATES[name]):
+        regex.append(re.escape(literal))
+        if field:
+            regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+)")
+            seen.add(field)
+    found = re.search("(?:^|/)" + "".join(regex) + "$", Path(path).as_posix())
+    if found is None:
+        raise ValueError(f"{path} is not a {name} file ({TEMPLATES[name]})")
+    return found.groupdict()
 
 
 def tracking_db(root: str | Path = "results") -> Path:

@@ -117,6 +117,7 @@ def predict_scan(
     mask restricts N4 and the intensity normalisation; a brain mask also strips the input
     (the models saw only brains) and the output, :func:`head_mask` masks the output.
     """
+    from sr7t.config import bundle_config
     from sr7t.data.dataset import condition_channels
     from sr7t.models.bundle import load_bundle
     from sr7t.models.predict import predict_volume
@@ -135,7 +136,8 @@ def predict_scan(
         log.warning("%s: %s", subject, w)
 
     brain, mask_kind = resolve_brain_mask(data, affine, brain_mask, subject, in_path)
-    corrected, bias = n4_correct(data, affine, mask=brain)
+    n4 = bundle_config(meta)["preprocess"]["n4"]  # as the model's own training data
+    corrected, bias = n4_correct(data, affine, mask=brain, **n4)
     voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
     shape, grid, _ = refined_grid(data.shape, affine, voxel_mm)
     t1 = upsample_linear(corrected, shape)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from sr7t.config import config_hash
 from sr7t.paths import tracking_db
 
 ENV_PARENTS = "SR7T_MLFLOW_PARENTS"  # JSON map cohort -> parent run id
@@ -101,12 +101,6 @@ def experiment_name(cohort: str, prefix: str | None = None) -> str:
     if prefix is None:
         prefix = os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX
     return f"{prefix}/{cohort}"
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """First 12 hex chars of the sha256 of the config's canonical JSON (sorted keys)."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

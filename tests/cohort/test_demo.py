@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from sr7t import paths
 from sr7t.cohort import anatomy
 from sr7t.cohort.demo import make_demo_cohort
 from sr7t.cohort.samples import load_cohort
-from sr7t.config import load_schema
-from sr7t.io import load_volume, read_json, voxel_spacing_mm
+from sr7t.io import load_volume, read_json
 from sr7t.preprocess import gnl
-from tests.conftest import REPO
 
 COLIN27 = anatomy.COLIN27_SUBJECT
 # Every property test below also runs on the Colin27 subject when its package is installed.
@@ -31,13 +30,17 @@ VOX_7T, VOX_1P5T = 4.0, (4.8, 4.8, 6.0)
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     tsv = make_demo_cohort(
-        root, "tiny", SUBJECTS, seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+        raw_dir(root), SUBJECTS, seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
     )
     return root, tsv
 
 
 def scan(root, subject, field):
     return load_volume(paths.path("demo_scan", root, cohort="tiny", subject=subject, field=field))
+
+
+def raw_dir(root):
+    return paths.path("demo_raw_dir", root, cohort="tiny")
 
 
 def truth_dir(root, subject):
@@ -64,7 +67,7 @@ def test_samples_sheet(cohort):
 def test_deterministic_and_independent_of_cohort_composition(cohort, tmp_path):
     root, _ = cohort
     make_demo_cohort(
-        tmp_path, "tiny", ["sub-02"], seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+        raw_dir(tmp_path), ["sub-02"], seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
     )
     for field in ("1p5T", "7T"):
         a, aff_a = scan(root, "sub-02", field)
@@ -87,7 +90,7 @@ def test_subjects_differ_and_seed_matters(cohort, tmp_path):
     if a.shape == b.shape:
         assert np.abs(a - b).mean() > 0.02
     make_demo_cohort(
-        tmp_path, "tiny", ["sub-01"], seed=8, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+        raw_dir(tmp_path), ["sub-01"], seed=8, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
     )
     assert (
         read_json(truth_dir(tmp_path, "sub-01") / "truth.json")["rotation_deg_xyz"]
@@ -100,8 +103,8 @@ def test_grids_match_config(cohort):
     for s in SUBJECTS:
         img7, aff7 = scan(root, s, "7T")
         img15, aff15 = scan(root, s, "1p5T")
-        np.testing.assert_allclose(voxel_spacing_mm(aff7), [VOX_7T] * 3)
-        np.testing.assert_allclose(voxel_spacing_mm(aff15), VOX_1P5T)  # thick slices along z
+        np.testing.assert_allclose(voxel_sizes(aff7), [VOX_7T] * 3)
+        np.testing.assert_allclose(voxel_sizes(aff15), VOX_1P5T)  # thick slices along z
         for aff in (aff7, aff15):  # scanner axes: the head moved, not the grid
             np.testing.assert_allclose(aff[:3, :3], np.diag(np.diag(aff[:3, :3])))
         # both FOVs cover a head-sized box (the brain is ~145 x 180 x 155 mm)
@@ -123,8 +126,7 @@ def test_thick_slices_average_the_slice_profile(tmp_path):
     # a fine (2 mm) truth, so the 6 mm slice profile is resolved; no 1.5T noise, bias, GNL
     root = tmp_path
     make_demo_cohort(
-        root,
-        "tiny",
+        raw_dir(root),
         ["sub-01"],
         7,
         2.0,
@@ -243,7 +245,7 @@ def test_noise_is_lower_at_7t(cohort):
 
 def test_unknown_strength_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="bias_7"):
-        make_demo_cohort(tmp_path, "x", ["s"], 0, 4.0, (4.8, 4.8, 6.0), bias_7=0.3)
+        make_demo_cohort(tmp_path, ["s"], 0, 4.0, (4.8, 4.8, 6.0), bias_7=0.3)
 
 
 def test_truth_1p5t_is_aligned_with_truth_7t(cohort):
@@ -283,39 +285,37 @@ def test_colin27_subject_has_its_own_anatomy(cohort):
 
 
 def test_default_split_holds_out_colin27_and_the_last_mni_subjects(monkeypatch):
-    schema = load_schema(REPO / "workflow/schemas/samples.schema.yaml")
     monkeypatch.setattr(anatomy, "colin27_available", lambda: True)
     monkeypatch.setattr("sr7t.cohort.samples.colin27_available", lambda: True)
     cfg = {"source": "demo", "demo": {"n_subjects": 6, "colin27": True}, "split": {}}
-    c = load_cohort("demo", cfg, "results", schema)
+    c = load_cohort("demo", cfg, "results/demo/raw")
     assert c.in_split("test") == ["sub-06", COLIN27]
     assert c.in_split("val") == ["sub-05"]
     assert c.in_split("train") == ["sub-01", "sub-02", "sub-03", "sub-04"]
     # an explicit split wins, but never trains on Colin27
     cfg["split"] = {"val": ["sub-01"], "test": ["sub-02"]}
-    c = load_cohort("demo", cfg, "results", schema)
+    c = load_cohort("demo", cfg, "results/demo/raw")
     assert c.in_split("val") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
     # two MNI subjects: one trains, one is tested, no val
     cfg = {"source": "demo", "demo": {"n_subjects": 2, "colin27": True}, "split": {}}
-    c = load_cohort("demo", cfg, "results", schema)
+    c = load_cohort("demo", cfg, "results/demo/raw")
     assert c.in_split("train") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
     cfg["demo"]["colin27"] = False
-    assert COLIN27 not in load_cohort("demo", cfg, "results", schema).subjects
+    assert COLIN27 not in load_cohort("demo", cfg, "results/demo/raw").subjects
 
 
 def test_missing_colin27_prints_one_line_and_omits_the_subject(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(anatomy, "COLIN27_BRAIN", tmp_path / "absent" / "ch2bet.nii.gz")
     tsv = make_demo_cohort(
-        tmp_path, "tiny", ["sub-01", COLIN27], seed=7, voxel_mm_7t=8.0, voxel_mm_1p5t=(8, 8, 8)
+        raw_dir(tmp_path), ["sub-01", COLIN27], seed=7, voxel_mm_7t=8.0, voxel_mm_1p5t=(8, 8, 8)
     )
     assert list(pd.read_csv(tsv, sep="\t", dtype=str).subject) == ["sub-01"]
     assert not truth_dir(tmp_path, COLIN27).exists()
     err = capsys.readouterr().err
     assert err.splitlines() == [anatomy.COLIN27_MISSING]
     # the workflow decides at parse time: the cohort has no Colin27 subject, one line
-    schema = load_schema(REPO / "workflow/schemas/samples.schema.yaml")
     cfg = {"source": "demo", "demo": {"n_subjects": 4, "colin27": True}, "split": {}}
-    c = load_cohort("demo", cfg, "results", schema)
+    c = load_cohort("demo", cfg, "results/demo/raw")
     assert sorted(c.subjects) == ["sub-01", "sub-02", "sub-03", "sub-04"]
     assert c.in_split("test") == ["sub-04"] and c.in_split("val") == ["sub-03"]
     assert capsys.readouterr().err.splitlines() == [anatomy.COLIN27_MISSING]

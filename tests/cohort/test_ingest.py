@@ -105,11 +105,13 @@ def test_subject_without_7t_is_ingested_when_not_required(tmp_path, phantom):
     assert list(table["field"]) == ["1p5T"] and outs["1p5T"].exists()
 
 
-def test_cli_ingest_without_7t_writes_the_1p5t_only(tmp_path, phantom, monkeypatch, capsys):
+def test_ingest_stages_one_line_error_and_1p5t_only(tmp_path, phantom, monkeypatch, capsys):
+    """The ingest stages as the workflow runs them (sr7t.stages.run): a subject without a 7T
+    is ingested for inference; a missing raw file is one line naming subject and file."""
     import contextlib
 
     import sr7t.tracking
-    from sr7t import cli
+    from sr7t import stages
 
     class NoTracker:
         def __getattr__(self, name):
@@ -120,12 +122,13 @@ def test_cli_ingest_without_7t_writes_the_1p5t_only(tmp_path, phantom, monkeypat
     )
     good = save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4) * 2 + np.diag([0, 0, 0, -1]))
     out, rows = tmp_path / "out/c_1p5T.nii.gz", tmp_path / "out/rows.tsv"
-    argv = ["ingest", "--no-7t", "--subject", "c", "--scan-1p5t", str(good)]
-    assert cli.main([*argv, "--out-1p5t", str(out), "--rows", str(rows)]) == 0
+    outputs = {"scan_1p5T": out, "rows": rows}
+    raw = {"scan_1p5T": str(good)}
+    assert stages.run("ingest_infer", {}, outputs, raw, {"subject": "c"}) == 0
     assert out.exists() and list(pd.read_csv(rows, sep="\t")["field"]) == ["1p5T"]
     missing = tmp_path / "gone.nii.gz"
-    argv = ["ingest", "--subject", "b", "--scan-1p5t", str(good), "--scan-7t", str(missing)]
-    argv += ["--out-1p5t", str(out), "--out-7t", str(tmp_path / "b7.nii.gz"), "--rows", str(rows)]
-    assert cli.main(argv) == 2
+    raw = {"scan_1p5T": str(good), "scan_7T": str(missing)}
+    outputs["scan_7T"] = tmp_path / "b7.nii.gz"
+    assert stages.run("ingest", {"scan_1p5T": good}, outputs, raw, {"subject": "b"}) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"sr7t ingest: subject b: 7T scan file {missing} does not exist"

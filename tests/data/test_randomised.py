@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sr7t.config import resolve
 from sr7t.data import synth
 from sr7t.data.randomised import GEOMETRY_SCALE_MM, RandomisedSliceDataset
 from sr7t.data.resolution import slice_spacing_matrix
@@ -13,6 +14,11 @@ from sr7t.data.slices import load_subject
 from tests.model_phantom import VOXEL_MM, write_phantom_npz
 
 CFG = {"context_slices": 1, "patch_size": 16, "train_slice_mm": [2.0, 8.0]}
+
+
+def data_config(**changes) -> dict:
+    """The resolved ``data`` section: CFG with ``changes``, schema defaults for the rest."""
+    return resolve({"data": {**CFG, **changes}})["data"]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,8 @@ def test_random_contrast_is_monotone_and_normalised():
 
 
 def test_examples_are_a_function_of_index_and_cover_every_axis(subjects):
-    ds = RandomisedSliceDataset(subjects, CFG, seed=3)
-    again = RandomisedSliceDataset(subjects, CFG, seed=3)
+    ds = RandomisedSliceDataset(subjects, data_config(), seed=3)
+    again = RandomisedSliceDataset(subjects, data_config(), seed=3)
     for i in (0, 7, 21):
         a, b = ds[i], again[i]
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -69,9 +75,9 @@ def test_examples_are_a_function_of_index_and_cover_every_axis(subjects):
 def test_synthetic_input_is_blurred_along_the_plane_last_axis(subjects):
     """In the model frame the thick axis is the last image axis: the input loses more detail
     along it than along the other, for coarse draws."""
-    cfg = {**CFG, "patch_size": 24, "train_slice_mm": [8.0, 8.0]}
-    cfg["synth"] = {"real_fraction": 0.0, "inplane_mm": [VOXEL_MM, VOXEL_MM], "noise": [0, 0]}
-    cfg["synth"]["bias_log"] = 0.0
+    synth_cfg = {"real_fraction": 0.0, "inplane_mm": [VOXEL_MM, VOXEL_MM], "noise": [0, 0]}
+    synth_cfg["bias_log"] = 0.0
+    cfg = data_config(patch_size=24, train_slice_mm=[8.0, 8.0], synth=synth_cfg)
     ds = RandomisedSliceDataset(subjects, cfg, seed=0)
     along_t, along_a = [], []
     for i in range(40):
@@ -82,8 +88,7 @@ def test_synthetic_input_is_blurred_along_the_plane_last_axis(subjects):
 
 
 def test_real_fraction_one_uses_the_paired_scan_along_z(subjects):
-    cfg = {**CFG, "synth": {"real_fraction": 1.0}}
-    ds = RandomisedSliceDataset(subjects, cfg, seed=0)
+    ds = RandomisedSliceDataset(subjects, data_config(synth={"real_fraction": 1.0}), seed=0)
     for i in range(10):
         e = ds[i]
         assert int(e["origin"][1]) == 2 and int(e["origin"][3]) == 1

@@ -8,6 +8,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_phantom import NATIVE_SLICE_MM, VOXEL_MM, write_phantom_npz  # noqa: E402
 
+from sr7t.config import resolve  # noqa: E402
 from sr7t.data.resolution import simulate_slice_spacing  # noqa: E402
 from sr7t.data.slices import (  # noqa: E402
     SliceDataset,
@@ -18,7 +19,9 @@ from sr7t.data.slices import (  # noqa: E402
 )
 
 torch.set_num_threads(1)
-CFG = {"slice_axis": 1, "context_slices": 1, "patch_size": 16, "train_slice_mm": [3.0, 8.0]}
+CFG = resolve(
+    {"data": {"slice_axis": 1, "context_slices": 1, "patch_size": 16, "train_slice_mm": [3.0, 8.0]}}
+)["data"]
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta1["channels"] == tm["channels"] and meta1["residual_scale"] == tm["residual_scale"]
     assert s2["steps"] == 4 and s1["sampling_steps"] == 2
     assert meta2["architecture"]["attention_levels"] == [False, True]
-    assert meta1["data_weight"] == 0.0 and meta2["data_weight"] == 0.5
+    # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry
+    assert meta1["data_weight"] == 1.0 and meta2["data_weight"] == 0.5
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
     # the cost of each stage travels with it: fewer steps and a narrower net, fewer MACs
     assert meta2["macs_per_slice"] < meta1["macs_per_slice"] < tm["macs_per_slice"]
@@ -66,7 +67,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
 
 def test_student_of_same_width_starts_as_its_parent(teacher):
     files, cfg, root = teacher
-    cfg0 = tiny_config(distill={"channels": [8, 16], "steps_per_stage": 0})
+    cfg0 = tiny_config(distill={"channels": [8, 16]})
+    cfg0["distill"]["steps_per_stage"] = 0  # below the schema's minimum: not one step
     distill_stage(root / "teacher.pt", files[:1], [], cfg0, 1, root / "same.pt", root / "ck0")
     parent, _ = load_bundle(root / "teacher.pt", "cpu")
     student, meta = load_bundle(root / "same.pt", "cpu")

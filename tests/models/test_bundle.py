@@ -12,7 +12,12 @@ from sr7t import cli
 from sr7t.models.bundle import BUNDLE_FORMAT, BundleError, load_bundle, save_bundle
 from sr7t.models.diffusion import Denoiser
 
-ARCH = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 4}
+ARCH = {
+    "channels": [8, 8],
+    "attention_levels": [False, False],
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+}
 
 
 def _check(err: BundleError, path) -> None:

@@ -4,7 +4,12 @@ from torch import nn
 from sr7t.models.cost import inference_cost, macs_per_evaluation
 from sr7t.models.diffusion import Denoiser
 
-ARCH = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8}
+ARCH = {
+    "channels": [8, 16],
+    "attention_levels": [False, False],
+    "num_res_blocks": 1,
+    "norm_num_groups": 8,
+}
 
 
 def test_macs_scale_with_plane_area_steps_and_width():

@@ -17,7 +17,12 @@ from sr7t.models.diffusion import (
 )
 
 torch.set_num_threads(1)
-ARCH = {"channels": [8, 16, 16], "attention_levels": [False, False, True], "norm_num_groups": 8}
+ARCH = {
+    "channels": [8, 16, 16],
+    "attention_levels": [False, False, True],
+    "num_res_blocks": 1,
+    "norm_num_groups": 8,
+}
 
 
 class Oracle(nn.Module):

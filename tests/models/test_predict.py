@@ -61,6 +61,7 @@ def test_plan_is_followed_exactly(condition, axes):
 def test_real_model_shape_finite_deterministic(condition):
     torch.manual_seed(0)
     arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
+    arch |= {"num_res_blocks": 1, "norm_num_groups": 8}
     model = Denoiser(3 + 4, arch)
     for p in model.unet.out.parameters():
         nn.init.normal_(p, std=0.05)

@@ -16,7 +16,7 @@ from snakemake.utils import update_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_phantom import write_phantom_npz  # noqa: E402
 
-from sr7t.config import check_models, load_schema, validate  # noqa: E402
+from sr7t.config import resolve  # noqa: E402
 from sr7t.distill.stage import DistillTrainer  # noqa: E402
 from sr7t.models.bundle import load_bundle, save_bundle  # noqa: E402
 from sr7t.models.diffusion import param_count  # noqa: E402
@@ -31,9 +31,7 @@ STUDENT = {"channels": [32, 64, 64, 128], "attention_levels": [False, False, Tru
 def gpu_config() -> dict:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     update_config(cfg, yaml.safe_load((REPO / "config/gpu.yaml").read_text()))
-    cfg = validate(cfg, load_schema(REPO / "workflow/schemas/config.schema.yaml"))
-    check_models(cfg)
-    return cfg
+    return resolve(cfg)
 
 
 def test_gpu_config_validates_and_every_stage_has_its_entries():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from sr7t.config import resolve
 from sr7t.io import load_volume, save_volume
 from sr7t.preprocess.masks import head_mask, set_itk_threads
 from sr7t.preprocess.n4 import (
@@ -64,7 +65,8 @@ def test_head_mask_covers_the_brain(phantom):
 def test_n4_recovers_bias_and_flattens_white_matter(phantom):
     image, true_bias, brain, affine = phantom
     mask = head_mask(image, affine)
-    corrected, bias = n4_correct(image, affine, mask=mask, threads=1)
+    defaults = resolve({})["preprocess"]["n4"]  # the workflow's, from the schema
+    corrected, bias = n4_correct(image, affine, mask=mask, threads=1, **defaults)
     assert corrected.shape == bias.shape == image.shape
     assert abs(bias[mask > 0].mean() - 1.0) < 1e-4
     np.testing.assert_allclose(corrected * bias, image, rtol=1e-4, atol=1e-3)

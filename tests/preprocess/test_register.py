@@ -13,6 +13,7 @@ import ants
 import numpy as np
 import pytest
 
+from sr7t.config import resolve
 from sr7t.io import load_volume, save_volume
 from sr7t.preprocess.masks import from_ants, head_mask, set_itk_threads, to_ants
 from sr7t.preprocess.register import (
@@ -218,7 +219,8 @@ def _run_stage(tmp_path, paths):
         tmp_path / "out" / "1p5T_to_7T.mat",
         tmp_path / "out" / "qc.json",
         tmp_path / "out" / "qc.png",
-        {"threads": 1},
+        resolve({})["preprocess"]["register"],
+        threads=1,
         subject="sub-x",
     )
 

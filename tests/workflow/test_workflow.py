@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from nibabel.affines import voxel_sizes
 
 from sr7t import paths
 from tests.conftest import REPO
@@ -111,8 +112,11 @@ def test_predictions_are_on_the_7t_grid(tiny_run):
             cell="sim-x-6mm",
         )
     )
-    assert pred.shape == target.shape
-    assert abs(aff - aff7).max() < 1e-4
+    # the scored box (evaluate.roi_mm) of the 7T grid: same voxels, shifted by whole voxels
+    assert all(p <= t for p, t in zip(pred.shape, target.shape, strict=True))
+    assert abs(aff[:3, :3] - aff7[:3, :3]).max() < 1e-4
+    offset = np.linalg.solve(aff7[:3, :3], aff[:3, 3] - aff7[:3, 3])
+    assert abs(offset - np.round(offset)).max() < 1e-3 and (offset > -1e-3).all()
 
 
 def test_report_is_self_contained_with_figures_and_table(tiny_run):
@@ -209,7 +213,7 @@ def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
 
 def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
     """`sr7t predict` on a raw 1.5T scan: 7T-spaced output covering the scan, finite."""
-    from sr7t.io import load_volume, voxel_spacing_mm
+    from sr7t.io import load_volume
 
     work, _ = tiny_run
     root = work / "results"
@@ -241,9 +245,10 @@ def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     pred, affine = load_volume(out)
     raw, raw_affine = load_volume(scan)
-    np.testing.assert_allclose(voxel_spacing_mm(affine), 4.0, atol=1e-4)  # tiny 7T voxel
-    fov = voxel_spacing_mm(raw_affine) * (np.array(raw.shape) - 1)
-    assert np.all(voxel_spacing_mm(affine) * (np.array(pred.shape) - 1) <= fov + 4.0)
+    # the scan's own grid subdivided to about the model's voxel (tiny: 4 mm)
+    np.testing.assert_allclose(voxel_sizes(affine), 4.0, rtol=0.05)
+    fov = voxel_sizes(raw_affine) * (np.array(raw.shape) - 1)
+    assert np.all(voxel_sizes(affine) * (np.array(pred.shape) - 1) <= fov + 4.0)
     assert np.isfinite(pred).all() and 0.3 < np.percentile(pred[pred > 0], 99) < 3
 
 

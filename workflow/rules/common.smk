@@ -1,19 +1,18 @@
-# Shared helpers: config validation, cohorts, and every path (from sr7t.paths, one table).
-import json
+# Shared helpers: the config (resolved once), cohorts, and every path (sr7t.paths, one table).
+# Each stage rule names its files, params.cfg and log, and runs the one generic script
+# (STAGE), which calls the sr7t stage of the rule's name (sr7t.stages).
 from pathlib import Path
 
 from sr7t import paths as P
 from sr7t.cohort.samples import load_cohort
-from sr7t.config import check_models, load_schema, validate
+from sr7t.config import resolve_workflow_config
+from sr7t.stages import QC_INPUTS, SUBJECT_FIGURES, stage_config
 
-SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
-config.update(validate(config, load_schema(SCHEMAS / "config.schema.yaml")))
-check_models(config)
-SAMPLES_SCHEMA = load_schema(SCHEMAS / "samples.schema.yaml")
+config.update(resolve_workflow_config(config))
 
 RESULTS = config["results_dir"]
 COHORTS = {
-    name: load_cohort(name, ccfg, RESULTS, SAMPLES_SCHEMA)
+    name: load_cohort(name, ccfg, P.pattern("demo_raw_dir", RESULTS, cohort=name))
     for name, ccfg in config["cohorts"].items()
 }
 RUN_COHORTS = config.get("run_cohorts") or list(COHORTS)
@@ -26,6 +25,7 @@ LEARNED_MODELS += ["regression"] if config["evaluate"]["regression_baseline"] el
 EVAL_MODELS = config["evaluate"]["baselines"] + LEARNED_MODELS
 GPU = 1 if config["use_gpu"] else 0
 ENV = "../../envs/sr7t.yaml"
+STAGE = "../scripts/stage.py"
 
 
 wildcard_constraints:
@@ -43,6 +43,11 @@ def out(name, **fields):
 
 def log(rule, tag="{cohort}"):
     return P.LOG_TEMPLATE.format(cohort="{cohort}", rule=rule, tag=tag)
+
+
+def cfg(stage):
+    """``params.cfg`` of a stage: the config sections it declares (sr7t.stages)."""
+    return stage_config(stage, config)
 
 
 def subjects(cohort, split=None):
@@ -76,30 +81,21 @@ def per_subject(name, split=None, **fields):
     return inputs
 
 
-# Shell suffix for a command that writes to its log; when the command fails, the log's
-# last line (the job's one-line error, e.g. "subject s: 7T scan file ... does not exist") goes
-# to the console too, where Snakemake's own error block says only "message: None".
-SHOW_ERROR = " || {{ rc=$?; tail -n 1 {log:q} >&2; exit $rc; }}"
+def each_subject(spec):
+    """Input function for unpack(): each input of ``spec`` (name -> (sr7t.paths template,
+    fields), declared by the stage) for every subject with a 7T."""
+    return lambda w: {k: per_subject(t, **f)(w) for k, (t, f) in spec.items()}
 
 
-def track(rule):
-    """Param function: CLI flags that tag the job's MLflow child run (rule, cohort, wildcards)."""
-
-    def flags(wildcards):
-        out = [f"--rule {rule}", f"--cohort {wildcards.cohort}", f"--results-dir {RESULTS!r}"]
-        return " ".join(out + [f"--wildcard {k}={v}" for k, v in wildcards.items()])
-
-    return flags
-
-
-def as_json(obj):
-    return json.dumps(obj, sort_keys=True)
+def per_model(name, models):
+    return expand(out(name, model="{model}"), model=models, allow_missing=True)
 
 
 def final_outputs():
     targets = []
     for c in RUN_COHORTS:
         targets += [
+            P.pattern("resolved_config", RESULTS, cohort=c),
             P.pattern("preprocess_qc", RESULTS, cohort=c),
             P.pattern("metrics", RESULTS, cohort=c),
             P.pattern("report", RESULTS, cohort=c),
@@ -122,18 +118,34 @@ def end_tracking(status):
 # ---- input and param functions of the stage rules
 
 
-def ingest_inputs(wildcards):
-    """The raw files a subject's ingest reads that exist (the demo's raw folder for demo
-    cohorts). A missing one is left out so that it fails its own subject's ingest job, which
-    names it (every raw path goes to the job as params), not the whole DAG."""
-    if COHORTS[wildcards.cohort].source == "demo":
-        return {"raw": out("demo_raw_dir", cohort=wildcards.cohort)}
-    sub = subject_record(wildcards)
-    keys = ("scan_1p5T", "coef_1p5T") if inferring(sub) else RAW_KEYS
-    return {k: v for k in keys if (v := getattr(sub, k)) and Path(v).is_file()}
+def demo_raw(wildcards):
+    """The demo's raw folder (its truth inside) for a demo cohort; nothing otherwise."""
+    if COHORTS[wildcards.cohort].source != "demo":
+        return {}
+    return {"raw": out("demo_raw_dir", cohort=wildcards.cohort)}
 
 
 RAW_KEYS = ("scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")
+
+
+def raw_inputs(*keys):
+    """Input function: the raw files ``keys`` of the job's subject that exist (the demo's raw
+    folder for demo cohorts). A missing one is left out so that it fails its own subject's job,
+    which names it (every raw path goes to the job in params.cfg), not the whole DAG."""
+
+    def inputs(wildcards):
+        if COHORTS[wildcards.cohort].source == "demo":
+            return demo_raw(wildcards)
+        sub = subject_record(wildcards)
+        wanted = [k for k in keys if not inferring(sub) or k.endswith("1p5T")]
+        return {k: v for k in wanted if (v := getattr(sub, k)) and Path(v).is_file()}
+
+    return inputs
+
+
+def raw_files(wildcards):
+    """Param function: the subject's raw paths (None when absent)."""
+    return {k: getattr(subject_record(wildcards), k) for k in RAW_KEYS}
 
 
 def ingest_rows(wildcards):
@@ -149,22 +161,17 @@ def ingest_rows(wildcards):
     ]
 
 
-def raw(key):
-    """Param function: the subject's raw path ``key`` from its cohort ('' when absent)."""
-    return lambda w: getattr(subject_record(w), key) or ""
+def splits(wildcards):
+    return {s: r.split for s, r in COHORTS[wildcards.cohort].subjects.items()}
 
 
-def demo_flags(wildcards):
+def demo_config(wildcards):
+    """Param function: the cohort's demo section, sub-colin27 as decided at parse time
+    (load_cohort), so that the job makes the cohort the DAG was planned for."""
     from sr7t.cohort.anatomy import COLIN27_SUBJECT
 
-    d = config["cohorts"][wildcards.cohort]["demo"]
-    # sub-colin27 was decided at parse time (load_cohort): the job must make the same cohort.
-    colin27 = "yes" if COLIN27_SUBJECT in COHORTS[wildcards.cohort].subjects else "no"
-    return (
-        f"--n-subjects {d['n_subjects']} --colin27 {colin27} --seed {d['seed']} "
-        f"--voxel-mm-7t {d['voxel_mm_7t']} "
-        f"--voxel-mm-1p5t {' '.join(str(v) for v in d['voxel_mm_1p5t'])}"
-    )
+    colin27 = COLIN27_SUBJECT in COHORTS[wildcards.cohort].subjects
+    return {**config["cohorts"][wildcards.cohort]["demo"], "colin27": colin27}
 
 
 def n4_input(wildcards):
@@ -179,17 +186,9 @@ def parent_model(wildcards):
     return out("model", cohort=wildcards.cohort, model=parent)
 
 
-def eval_model_input(wildcards):
-    inputs = {}
+def eval_inputs(wildcards):
+    """The model's bundle (learned models) and the demo's raw folder (its truth)."""
+    inputs = demo_raw(wildcards)
     if wildcards.model in LEARNED_MODELS:
         inputs["model"] = out("model", cohort=wildcards.cohort, model=wildcards.model)
-    if COHORTS[wildcards.cohort].source == "demo":
-        inputs["raw"] = out("demo_raw_dir", cohort=wildcards.cohort)
     return inputs
-
-
-def truth_root(wildcards):
-    """Param function: the demo's truth folder (inside its declared raw folder), or ''."""
-    if COHORTS[wildcards.cohort].source != "demo":
-        return ""
-    return out("demo_truth_root", cohort=wildcards.cohort)

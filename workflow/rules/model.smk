@@ -1,31 +1,25 @@
 # Models: the guided diffusion teacher, the K progressive-distillation student stages, and the
-# regression UNet baseline (the final student's architecture and budget, no diffusion).
+# regression UNet baseline (the final student's architecture and budget, no diffusion). Each
+# bundle carries the whole resolved config (sr7t.stages: why it is not an input file); its own
+# sections are params.cfg, so a change of them retrains it. Checkpoints are params, not
+# outputs: Snakemake deletes a failed job's outputs, and training resumes from them.
 
 
 rule teacher:
     input:
-        manifest=out("manifest"),
         train=per_subject("dataset_subject", "train"),
         val=per_subject("dataset_subject", "val"),
     output:
         model=out("model", model="teacher"),
         summary=out("model_summary", model="teacher"),
     params:
-        cfg=as_json({"teacher": config["teacher"], "data": config["data"]}),
+        cfg=cfg("teacher"),
         checkpoints=out("model_checkpoints", model="teacher"),
-        track=track("teacher"),
     threads: 2
-    resources:
-        gpu=GPU,
-    log:
-        log("teacher"),
-    conda:
-        ENV
-    shell:
-        "sr7t train-teacher {params.track} "
-        "--threads {threads} --cfg {params.cfg:q} --train {input.train:q} --val {input.val:q} "
-        "--checkpoints {params.checkpoints:q} --out {output.model:q} "
-        "--summary {output.summary:q} > {log:q} 2>&1"
+    resources: gpu=GPU
+    log: log("teacher")
+    conda: ENV
+    script: STAGE
 
 
 rule distill_stage:
@@ -37,22 +31,13 @@ rule distill_stage:
         model=out("model", model="student_stage{k}"),
         summary=out("model_summary", model="student_stage{k}"),
     params:
-        cfg=as_json({"distill": config["distill"], "data": config["data"]}),
+        cfg=cfg("distill_stage"),
         checkpoints=out("model_checkpoints", model="student_stage{k}"),
-        track=track("distill_stage"),
     threads: 2
-    resources:
-        gpu=GPU,
-    log:
-        log("distill_stage", "stage{k}"),
-    conda:
-        ENV
-    shell:
-        "sr7t distill {params.track} "
-        "--threads {threads} --stage {wildcards.k} --cfg {params.cfg:q} "
-        "--parent {input.parent:q} --train {input.train:q} --val {input.val:q} "
-        "--checkpoints {params.checkpoints:q} --out {output.model:q} "
-        "--summary {output.summary:q} > {log:q} 2>&1"
+    resources: gpu=GPU
+    log: log("distill_stage", "stage{k}")
+    conda: ENV
+    script: STAGE
 
 
 rule regression:
@@ -63,18 +48,10 @@ rule regression:
         model=out("model", model="regression"),
         summary=out("model_summary", model="regression"),
     params:
-        cfg=as_json({k: config[k] for k in ("distill", "data", "teacher")}),
+        cfg=cfg("regression"),
         checkpoints=out("model_checkpoints", model="regression"),
-        track=track("regression"),
     threads: 2
-    resources:
-        gpu=GPU,
-    log:
-        log("regression"),
-    conda:
-        ENV
-    shell:
-        "sr7t train-regression {params.track} "
-        "--threads {threads} --cfg {params.cfg:q} --train {input.train:q} --val {input.val:q} "
-        "--checkpoints {params.checkpoints:q} --out {output.model:q} "
-        "--summary {output.summary:q} > {log:q} 2>&1"
+    resources: gpu=GPU
+    log: log("regression")
+    conda: ENV
+    script: STAGE

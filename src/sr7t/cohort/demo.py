@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
@@ -155,7 +156,7 @@ def _smooth_map(fn, affine: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:
 
     Returns (C, len(axes[0]), len(axes[1]), len(axes[2])).
     """
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    spacing = voxel_sizes(affine)
     coarse = [_coarse_axis(a, max(COARSE_MM / s, 1.0)) for a, s in zip(axes, spacing, strict=True)]
     vox = np.stack(np.meshgrid(*coarse, indexing="ij")).reshape(3, -1)
     world = affine[:3, :3] @ vox + affine[:3, 3:4]
@@ -218,8 +219,7 @@ def _gnl_scale(coeffs: gnl.GradientCoefficients, target_mm: float | None, brain_
 
 
 def make_demo_cohort(
-    out_root: Path,
-    cohort: str,
+    raw_dir: str | Path,
     subjects: list[str],
     seed: int,
     voxel_mm_7t: float,
@@ -227,10 +227,10 @@ def make_demo_cohort(
     coef_file: str | None = None,
     **strengths,
 ) -> Path:
-    """Write a synthetic paired 1.5T/7T cohort under ``out_root`` (the results root).
+    """Write a synthetic paired 1.5T/7T cohort into ``raw_dir`` (its raw folder).
 
-    Files (names from :mod:`sr7t.paths`, ``root=out_root``): ``demo_samples`` (TSV: subject,
-    scan_1p5T, scan_7T, coef_1p5T, coef_7T, paths relative to the TSV's folder),
+    Files (names from :data:`sr7t.paths.DEMO_RAW`, inside ``raw_dir``): ``demo_samples``
+    (TSV: subject, scan_1p5T, scan_7T, coef_1p5T, coef_7T, paths relative to the TSV's folder),
     ``demo_scan`` per subject and field, ``scanner_7T.grad``/``scanner_1p5T.grad`` and
     ``coeffs.json`` in ``demo_coeffs_dir``, and per subject in ``demo_truth_dir``:
     ``truth_7T`` (undistorted, unbiased, noise-free, 7T contrast, 7T grid), ``brainmask_7T``,
@@ -259,7 +259,7 @@ def make_demo_cohort(
     voxel_1p5t = np.asarray(voxel_mm_1p5t, dtype=np.float64)
     if voxel_1p5t.shape != (3,) or np.any(voxel_1p5t <= 0) or voxel_mm_7t <= 0:
         raise ValueError(f"bad voxel sizes: 7T {voxel_mm_7t}, 1.5T {voxel_mm_1p5t}")
-    out_root = Path(out_root)
+    raw_dir = Path(raw_dir)
     if COLIN27_SUBJECT in subjects and not colin27_available():
         print(COLIN27_MISSING, file=sys.stderr)
         subjects = [s for s in subjects if s != COLIN27_SUBJECT]
@@ -274,7 +274,7 @@ def make_demo_cohort(
     src_coeffs = gnl.read_coefficients(source)
     brain_idx = np.argwhere(mni.mask[::4, ::4, ::4] > 0).T * 4.0
     brain_pts = mni.affine[:3, :3] @ brain_idx + mni.affine[:3, 3:4]
-    coeff_dir = paths.path("demo_coeffs_dir", out_root, cohort=cohort)
+    coeff_dir = paths.inside(raw_dir, "demo_coeffs_dir")
     coeff_dir.mkdir(parents=True, exist_ok=True)
     coef_paths, gnl_info, scanner_coeffs = {}, {"source": str(source)}, {}
     for fld, key in (("7T", "gnl_max_mm_7t"), ("1p5T", "gnl_max_mm_1p5t")):
@@ -302,7 +302,7 @@ def make_demo_cohort(
     )
 
     rows = []
-    tsv = paths.path("demo_samples", out_root, cohort=cohort)
+    tsv = paths.inside(raw_dir, "demo_samples")
     for subject in subjects:
         anatomy = subject_anatomy(subject)
         channels, mask, tmpl_affine, bbox_mm = load_anatomy(anatomy)
@@ -385,11 +385,9 @@ def make_demo_cohort(
         # Files.
         scan_paths = {}
         for fld, data, aff in (("7T", scan7, aff7), ("1p5T", scan15, aff15)):
-            scan_paths[fld] = paths.path(
-                "demo_scan", out_root, cohort=cohort, subject=subject, field=fld
-            )
+            scan_paths[fld] = paths.inside(raw_dir, "demo_scan", subject=subject, field=fld)
             save_volume(scan_paths[fld], data, aff)
-        tdir = paths.path("demo_truth_dir", out_root, cohort=cohort, subject=subject)
+        tdir = paths.inside(raw_dir, "demo_truth_dir", subject=subject)
         save_volume(tdir / "truth_7T.nii.gz", truth7, aff7)
         save_volume(tdir / "truth_1p5T.nii.gz", truth15, aff7)
         save_volume(tdir / "brainmask_7T.nii.gz", brain7.astype(np.float32), aff7)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import nibabel as nib
 import pandas as pd
+from nibabel.affines import voxel_sizes
 
 from sr7t.errors import ScanError
-from sr7t.io import load_volume, save_volume, voxel_spacing_mm
+from sr7t.io import load_volume, save_volume
 
 MANIFEST_COLUMNS = [
     "subject",
@@ -78,7 +79,7 @@ def ingest_subject(
                 "source": str(src),
                 "sha256_12": _sha256_12(src),
                 "shape": "x".join(str(n) for n in data.shape),
-                "spacing_mm": ",".join(f"{v:.4g}" for v in voxel_spacing_mm(affine)),
+                "spacing_mm": ",".join(f"{v:.4g}" for v in voxel_sizes(affine)),
                 "orientation_in": "".join(nib.aff2axcodes(nib.load(str(src)).affine)),
                 "coef_file": coef or "",
                 "ingested": str(outputs[fld]),

@@ -16,15 +16,16 @@ import pandas as pd
 
 from sr7t import paths
 from sr7t.cohort.anatomy import COLIN27_MISSING, COLIN27_SUBJECT, colin27_available
-from sr7t.config import ConfigError, validate
+from sr7t.config import ConfigError, load_schema, validate
 
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAMPLE_COLUMNS = ("subject", "scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")
 
 
 @dataclass
-class Subject:
-    """One subject's raw inputs. Paths are absolute or relative to the working directory."""
+class SubjectScans:
+    """One subject's raw scans and coefficient files (absolute or relative to the working
+    directory), and its split."""
 
     subject: str
     scan_1p5T: str
@@ -42,7 +43,7 @@ class Subject:
 class Cohort:
     name: str
     source: str
-    subjects: dict[str, Subject] = field(default_factory=dict)
+    subjects: dict[str, SubjectScans] = field(default_factory=dict)
 
     def in_split(self, split: str) -> list[str]:
         return [s for s, sub in self.subjects.items() if sub.split == split]
@@ -55,8 +56,10 @@ def demo_subject_ids(n_subjects: int, colin27: bool = False) -> list[str]:
     return ids + [COLIN27_SUBJECT] if colin27 else ids
 
 
-def read_samples(tsv: str | Path, schema: dict) -> list[Subject]:
-    """Read and validate a samples TSV; relative paths resolve against the TSV's folder."""
+def read_samples(tsv: str | Path) -> list[SubjectScans]:
+    """Read and validate a samples TSV (``sr7t/schemas/samples.schema.yaml``); relative
+    paths resolve against the TSV's folder."""
+    schema = load_schema("samples")
     tsv = Path(tsv)
     if not tsv.exists():
         raise ConfigError(f"samples sheet {tsv} does not exist")
@@ -72,7 +75,7 @@ def read_samples(tsv: str | Path, schema: dict) -> list[Subject]:
             if record.get(key):
                 p = Path(record[key])
                 record[key] = str(p if p.is_absolute() else tsv.parent / p)
-        subjects.append(Subject(**{k: record.get(k) for k in SAMPLE_COLUMNS}))
+        subjects.append(SubjectScans(**{k: record.get(k) for k in SAMPLE_COLUMNS}))
     ids = [s.subject for s in subjects]
     dupes = sorted({s for s in ids if ids.count(s) > 1})
     if dupes:
@@ -105,31 +108,36 @@ def read_bids(root: str | Path, sessions: dict[str, str], coef_1p5T=None, coef_7
         if "1p5T" not in scans:
             raise ConfigError(f"BIDS {sub}: no 1.5T T1w (sessions {sessions})")
         subjects.append(
-            Subject(sub, scans["1p5T"], scans.get("7T"), coef_1p5T=coef_1p5T, coef_7T=coef_7T)
+            SubjectScans(sub, scans["1p5T"], scans.get("7T"), coef_1p5T=coef_1p5T, coef_7T=coef_7T)
         )
     if not subjects:
         raise ConfigError(f"BIDS root {root}: no sub-*/ses-*/anat/*_T1w.nii[.gz] for {sessions}")
     return subjects
 
 
-def load_cohort(name: str, cfg: dict, results_dir: str, samples_schema: dict) -> Cohort:
-    """Resolve cohort ``name`` of a validated config into its subjects and splits."""
+def load_cohort(name: str, cfg: dict, demo_raw_dir: str | Path | None = None) -> Cohort:
+    """Resolve cohort ``name`` (its validated config ``cfg``) into its subjects and splits.
+
+    ``demo_raw_dir``: where the workflow's ``demo_cohort`` rule writes a demo cohort (its
+    subjects' raw files lie inside, :data:`sr7t.paths.DEMO_RAW`)."""
     ccfg = cfg
     source = ccfg["source"]
     if source == "demo":
+        if demo_raw_dir is None:
+            raise ValueError(f"cohort {name}: a demo cohort needs its raw folder")
         subjects = []
-        colin27 = ccfg["demo"].get("colin27", True)
+        colin27 = ccfg["demo"]["colin27"]
         if colin27 and not colin27_available():
             print(COLIN27_MISSING, file=sys.stderr)
             colin27 = False
         for sid in demo_subject_ids(ccfg["demo"]["n_subjects"], colin27):
             scan = {
-                f: str(paths.path("demo_scan", results_dir, cohort=name, subject=sid, field=f))
+                f: str(paths.inside(demo_raw_dir, "demo_scan", subject=sid, field=f))
                 for f in paths.FIELDS
             }
-            coeffs = Path(paths.pattern("demo_coeffs_dir", results_dir, cohort=name))
+            coeffs = paths.inside(demo_raw_dir, "demo_coeffs_dir")
             subjects.append(
-                Subject(
+                SubjectScans(
                     sid,
                     scan["1p5T"],
                     scan["7T"],
@@ -140,7 +148,7 @@ def load_cohort(name: str, cfg: dict, results_dir: str, samples_schema: dict) ->
     elif source == "samples":
         if not ccfg.get("samples"):
             raise ConfigError(f"cohorts.{name}: source 'samples' needs a 'samples' TSV path")
-        subjects = read_samples(ccfg["samples"], samples_schema)
+        subjects = read_samples(ccfg["samples"])
     else:
         if not ccfg.get("bids"):
             raise ConfigError(f"cohorts.{name}: source 'bids' needs a 'bids' section")

@@ -1,6 +1,7 @@
 """Per-subject training/inference arrays: condition channels, target and mask on the 7T grid.
 
-One ``.npz`` per subject (the contract read by :mod:`sr7t.data.slices` and the evaluation):
+One ``.npz`` per subject, read by :func:`sr7t.data.slices.load_subject` (training and the
+evaluation alike):
 
 - ``condition`` float32 (C, X, Y, Z), channel names in ``channels`` (:data:`CHANNELS`)
 - ``target`` float32 (X, Y, Z): corrected 7T / its 99th percentile in the mask
@@ -14,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
-from sr7t.io import load_volume, read_json, voxel_spacing_mm
+from sr7t.io import load_volume, read_json
 
 CHANNELS = ("t1_1p5T", "log_bias_1p5T", "gnl_jacobian_1p5T", "gnl_dispmag_1p5T", "gnl_present")
 NORM_PERCENTILE = 99.0
@@ -83,7 +85,7 @@ def build_subject_arrays(
     disp = load_volume(reg_dispmag, subject, allow_constant=True)[0]
     gnl_present = bool(read_json(gnl_qc).get("gnl_present_1p5T", False))
     _, native_affine = load_volume(scan_1p5t_native, subject)
-    native_slice_mm = float(voxel_spacing_mm(native_affine)[2])
+    native_slice_mm = float(voxel_sizes(native_affine)[2])
 
     condition, scale_1p5 = condition_channels(t1, bias, jac, disp, gnl_present, mask)
     arrays = dict(
@@ -91,9 +93,9 @@ def build_subject_arrays(
         channels=np.array(CHANNELS),
         mask=mask,
         affine=affine,
-        spacing_mm=voxel_spacing_mm(affine),
+        spacing_mm=voxel_sizes(affine),
         native_slice_mm=np.float64(native_slice_mm),
-        native_spacing_mm=voxel_spacing_mm(native_affine),
+        native_spacing_mm=voxel_sizes(native_affine),
         norm_scale_1p5T=np.float64(scale_1p5),
     )
     summary = {
@@ -113,14 +115,6 @@ def build_subject_arrays(
     return summary
 
 
-def load_subject_arrays(path: str | Path) -> dict:
-    """Read a subject ``.npz`` written by :func:`build_subject_arrays` (no pickles)."""
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
-    out["channels"] = [str(c) for c in out["channels"]]
-    return out
-
-
 GUIDANCE_PANELS = (
     ("t1_1p5T", "1.5T on the 7T grid", "gray", (0.0, 1.2)),
     ("log_bias_1p5T", "1.5T log bias field", "coolwarm", None),
@@ -136,7 +130,9 @@ def save_guidance_figure(npz: str | Path, out_png: str | Path, subject: str = "?
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arrays = load_subject_arrays(npz)
+    from sr7t.data.slices import load_subject
+
+    arrays = load_subject(npz)
     channels = arrays["channels"]
     y = arrays["mask"].shape[1] // 2
     brain = arrays["mask"][:, y, :] > 0

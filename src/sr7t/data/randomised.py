@@ -41,7 +41,7 @@ def geometry_planes(slice_mm: float, inplane_mm: float, shape) -> np.ndarray:
 
 
 def synth_config(data_cfg: dict) -> dict:
-    return {**synth.SYNTH_DEFAULTS, **(data_cfg.get("synth") or {})}
+    return data_cfg["synth"]
 
 
 class RandomisedSliceDataset(Dataset):

@@ -15,7 +15,8 @@ normalised units of the npz (each scan divided by its 99th percentile inside the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,15 @@ from sr7t.data.resolution import simulate_slice_spacing
 
 T1_CHANNEL = "t1_1p5T"
 
-DATA_DEFAULTS: dict = {
-    "slice_axis": 1,  # 0 sagittal, 1 coronal, or a list of both (one picked per example)
-    "context_slices": 1,
-    "patch_size": 64,
-    "train_slice_mm": [3.0, 6.0],
-    "min_mask_fraction": 0.1,  # patches with less brain than this are re-drawn
-    "num_workers": 0,  # DataLoader worker processes
-}
-
 
 @dataclass
-class Subject:
-    """One subject's arrays, as written by the dataset stage (shapes (C, X, Y, Z) / (X, Y, Z))."""
+class Subject(Mapping):
+    """One subject's arrays, as written by the dataset stage (shapes (C, X, Y, Z) / (X, Y, Z)).
+
+    Also a read-only mapping from the npz's key names (``subject["condition"]``; a key whose
+    value is None, such as ``target`` of a subject without 7T, is absent), the way the
+    evaluation reads it.
+    """
 
     name: str
     condition: np.ndarray
@@ -48,10 +45,25 @@ class Subject:
     spacing_mm: np.ndarray
     native_slice_mm: float
     native_spacing_mm: np.ndarray | None = None  # the 1.5T's own voxel size (x, y, z)
+    affine: np.ndarray | None = None  # voxel -> world (mm) of the 7T grid
 
     def __post_init__(self):
         if self.native_spacing_mm is None:  # files written before it was recorded
             self.native_spacing_mm = np.array([*self.spacing_mm[:2], self.native_slice_mm])
+        if self.affine is None:
+            self.affine = np.diag([*self.spacing_mm, 1.0])
+
+    def __getitem__(self, key: str):
+        value = getattr(self, key, None) if key in _FIELD_NAMES else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in _FIELD_NAMES if getattr(self, k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
     @property
     def t1(self) -> np.ndarray:
@@ -64,7 +76,9 @@ class Subject:
 
 
 def load_subject(path: str | Path) -> Subject:
-    """Read one dataset npz; raises ``ValueError`` naming the file if a key is missing."""
+    """Read one dataset npz (the one reader of the dataset stage's files; no pickles).
+
+    Raises ``ValueError`` naming the file if a key is missing."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("condition", "channels", "mask", "spacing_mm") if k not in z]
@@ -88,12 +102,16 @@ def load_subject(path: str | Path) -> Subject:
                 if "native_spacing_mm" in z
                 else None
             ),
+            affine=np.asarray(z["affine"], dtype=np.float64) if "affine" in z else None,
         )
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Subject))
 
 
 def slice_axes(data_cfg: dict) -> list[int]:
     """The configured plane axes as a list; rejects 2 (z must lie in the plane)."""
-    axes = data_cfg.get("slice_axis", DATA_DEFAULTS["slice_axis"])
+    axes = data_cfg["slice_axis"]
     axes = [int(a) for a in (axes if isinstance(axes, list | tuple) else [axes])]
     if not axes or any(a not in (0, 1) for a in axes):
         raise ValueError(
@@ -180,7 +198,7 @@ class SliceDataset(Dataset):
         if missing:
             raise ValueError(f"subjects without a 7T target cannot be used to train: {missing}")
         self.subjects = subjects
-        self.cfg = {**DATA_DEFAULTS, **data_cfg}
+        self.cfg = dict(data_cfg)
         self.axes = slice_axes(self.cfg)
         self.use_guidance = use_guidance
         self.seed = int(seed)

@@ -29,19 +29,6 @@ from scipy import ndimage
 from sr7t.data.resolution import slice_spacing_matrix
 
 PROFILES = ("box", "gauss")
-# Defaults of ``data.synth`` (the schema holds the same values; this is for direct callers).
-SYNTH_DEFAULTS: dict = {
-    "real_fraction": 0.25,  # share of examples whose input is the subject's real 1.5T
-    "deform_mm": 10.0,  # max smooth displacement of the sampling grid
-    "rotation_deg": 15.0,
-    "scale": [0.85, 1.15],
-    "shear": 0.08,
-    "gamma": [0.6, 1.7],
-    "bias_log": 0.25,  # max |log bias| of the random bias field
-    "noise": [0.0, 0.08],  # Rician sigma relative to the 99th percentile (= 1)
-    "gap_fraction": [0.0, 0.3],  # of the slice spacing, for 1 in 3 examples
-    "inplane_mm": [1.0, 2.5],  # in-plane resolution (never finer than the grid)
-}
 
 
 @dataclass(frozen=True)

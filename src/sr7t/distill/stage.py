@@ -34,17 +34,7 @@ from sr7t.models.diffusion import (
     q_sample,
     v_target,
 )
-from sr7t.train.loop import LOOP_DEFAULTS, BatchShard, DiffusionTrainer
-
-DISTILL_DEFAULTS: dict = {
-    **LOOP_DEFAULTS,
-    "stages": 2,
-    "steps_per_stage": 500,  # one number for every stage, or a list (one per stage)
-    "channels": [16, 32, 32],  # one list for every stage, or a list of lists (one per stage)
-    "attention_levels": None,  # None: the parent's; else as channels
-    "feature_weight": 0.1,  # one number, or a list (one per stage)
-    "data_weight": 0.0,  # one number, or a list (one per stage)
-}
+from sr7t.train.loop import BatchShard, DiffusionTrainer
 
 
 class StudentWithAdapters(nn.Module):
@@ -101,7 +91,6 @@ def two_step_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int):
 
 class DistillTrainer(DiffusionTrainer):
     section = "distill"
-    defaults = DISTILL_DEFAULTS
 
     def __init__(self, parent, stage: int, *args, **kwargs):
         if isinstance(parent, str | Path):
@@ -141,7 +130,7 @@ class DistillTrainer(DiffusionTrainer):
         if n_condition != parent_arch["n_condition"]:
             raise ValueError(f"condition has {n_condition} channels, parent expects {parent_arch}")
         channels = [int(c) for c in per_stage(self.cfg["channels"], self.stage, True)]
-        attention = self.cfg.get("attention_levels")
+        attention = self.cfg["attention_levels"]
         if attention is None:
             attention = parent_arch["attention_levels"]
         attention = [bool(a) for a in per_stage(attention, self.stage, True)]
@@ -220,8 +209,8 @@ def distill_stage(
 
     ``parent_model``: a bundle path, or a ``(Denoiser, meta)`` pair as returned by
     :func:`~sr7t.models.bundle.load_bundle`. ``stage``: 1-based index (stage 1's parent is the
-    teacher). ``cfg``: the whole config; ``data.patch_size`` / ``data.train_slice_mm`` and the
-    ``distill`` section are read (defaults :data:`DISTILL_DEFAULTS`); the student's width is
+    teacher). ``cfg``: the whole resolved config; ``data.patch_size`` /
+    ``data.train_slice_mm`` and the ``distill`` section are read; the student's width is
     ``distill.channels`` (this stage's entry), its self-attention ``distill.attention_levels``
     (None: the parent's), its training steps ``distill.steps_per_stage`` (a number or one per
     stage); it starts from the parent's weights when the architecture is the same, else from

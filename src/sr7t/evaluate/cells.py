@@ -47,11 +47,11 @@ def eval_cells(subject: str, has_truth: bool, cfg: dict, native_slice_mm: float)
     ``axes``, ``isotropic``, ``pipeline``)."""
     cells = []
     if has_truth:
-        for axis in cfg.get("axes", [0, 1, 2]):
+        for axis in cfg["axes"]:
             cells += [Cell(subject, "sim", int(axis), float(r)) for r in cfg["resolutions_mm"]]
-        if cfg.get("isotropic", True):
+        if cfg["isotropic"]:
             cells.append(Cell(subject, "sim", -1, 0.0))
-    if cfg.get("pipeline", True) or not has_truth:
+    if cfg["pipeline"] or not has_truth:
         # never finer than acquired; spacings below it collapse onto one cell
         spacings = sorted({max(float(r), native_slice_mm) for r in cfg["resolutions_mm"]})
         cells += [Cell(subject, "pipeline", 2, r) for r in spacings]
@@ -117,9 +117,7 @@ def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> di
         inplane = float(voxel[[a for a in range(3) if a != thick]].max())
         reference, mask = truth["truth_7T"], truth["mask"]
     else:
-        native = np.asarray(
-            arrays.get("native_spacing_mm", [*voxel[:2], arrays["native_slice_mm"]]), float
-        )
+        native = np.asarray(arrays["native_spacing_mm"], float)
         t1_native = arrays["condition"][0]
         thick, slice_mm = 2, float(cell.slice_mm)
         t1, bspline = (

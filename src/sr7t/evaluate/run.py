@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sr7t.data.dataset import load_subject_arrays, robust_scale
+from sr7t.data.dataset import robust_scale
+from sr7t.data.slices import load_subject
 from sr7t.io import save_volume
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def predict_scaled(
     """One prediction at input slice spacing ``slice_mm``, masked and scaled like the reference.
 
     ``model`` None: the interpolation baseline ``model_name``. ``arrays``: a subject as
-    :func:`~sr7t.data.dataset.load_subject_arrays` returns it (``condition``, ``mask``,
+    :func:`~sr7t.data.slices.load_subject` returns it (``condition``, ``mask``,
     ``spacing_mm``, ``native_slice_mm``). Returns ``(prediction / its in-mask 99th percentile,
     effective slice spacing in mm, seconds, out-of-range warning or "")``.
     """
@@ -168,7 +169,7 @@ def evaluate_model(
     rows = []
     reference_labels: dict = {}
     for test_file in test_files:
-        arrays = load_subject_arrays(test_file)
+        arrays = load_subject(test_file)
         subject = Path(test_file).name.removesuffix(".npz")
         truth = None
         if truth_root is not None:

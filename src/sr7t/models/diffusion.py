@@ -17,13 +17,8 @@ from torch import nn
 
 # MONAI's UNet embeds timesteps sinusoidally and its schedulers count 0..999: feed t * 1000.
 MONAI_TIMESTEPS = 1000.0
-
-ARCH_DEFAULTS: dict = {
-    "channels": [32, 64, 64],
-    "attention_levels": [False, False, True],
-    "num_res_blocks": 1,
-    "norm_num_groups": 8,
-}
+# The architecture every Denoiser is given in full (from the config's teacher/distill sections).
+ARCH_KEYS = ("channels", "attention_levels", "num_res_blocks", "norm_num_groups")
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +65,9 @@ class Denoiser(nn.Module):
 
     def __init__(self, n_condition: int, arch: dict):
         super().__init__()
-        arch = {**ARCH_DEFAULTS, **arch}
+        missing = [k for k in ARCH_KEYS if k not in arch]
+        if missing:
+            raise ValueError(f"Denoiser architecture {arch} lacks {missing}")
         self.arch = {
             "n_condition": int(n_condition),
             "channels": [int(c) for c in arch["channels"]],

@@ -38,10 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from sr7t.cohort.anatomy import COLIN27_BRAIN, COLIN27_HEAD, COLIN27_PACKAGE
-from sr7t.io import load_volume, voxel_spacing_mm
+from sr7t.io import load_volume
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,16 @@ def skull_features(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     the share of it in the largest blob of bright tissue (above Otsu's level inside the head
     mask) that survives a :data:`CORE_EROSION_MM` erosion, dilated back and hole-filled.
     Computed on a :data:`REGISTRATION_MM` version of ``image`` (x, y, z; 4x4 affine, mm)."""
-    from sr7t.preprocess.masks import _ellipsoid, head_mask, otsu_threshold
+    from skimage.filters import threshold_otsu
+
+    from sr7t.preprocess.masks import _ellipsoid, head_mask
 
     image, affine = coarsen(image, affine, REGISTRATION_MM)
     head = head_mask(image, affine).astype(bool)
     inside = image[head]
-    level = otsu_threshold(np.clip(inside, *np.percentile(inside, [0.5, 99.5])))
-    ball = _ellipsoid(
-        np.maximum(np.round(CORE_EROSION_MM / voxel_spacing_mm(affine)).astype(int), 1)
-    )
+    inside = np.clip(inside, *np.percentile(inside, [0.5, 99.5])).astype(np.float64)
+    level = threshold_otsu(inside, nbins=256)
+    ball = _ellipsoid(np.maximum(np.round(CORE_EROSION_MM / voxel_sizes(affine)).astype(int), 1))
     core = ndimage.binary_erosion(head & (image > level), structure=ball)
     labels, n = ndimage.label(core)
     if n:
@@ -95,7 +97,7 @@ def skull_features(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
 
 
 def _litres(mask: np.ndarray, affine: np.ndarray) -> float:
-    return float(np.count_nonzero(mask)) * float(np.prod(voxel_spacing_mm(affine))) / 1e6
+    return float(np.count_nonzero(mask)) * float(np.prod(voxel_sizes(affine))) / 1e6
 
 
 def _is_whole_head(features: dict[str, float]) -> bool:
@@ -168,7 +170,7 @@ def coarsen(image: np.ndarray, affine: np.ndarray, mm: float) -> tuple[np.ndarra
     brought to the new voxel size). Returns ``(array float32, affine)``."""
     from sr7t.preprocess.register import resample_to_fixed
 
-    spacing = voxel_spacing_mm(affine)
+    spacing = voxel_sizes(affine)
     n = np.asarray(image.shape)
     m = np.maximum(np.round(n * spacing / np.maximum(spacing, mm)).astype(int), 2)
     m = np.minimum(m, n)
@@ -194,7 +196,7 @@ def _colin27_template():
     # The brain: the largest connected component of ch2bet > 0 (BET left specks outside it).
     labels, _ = ndimage.label(brain_img > 0)
     brain = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    radius = np.maximum(np.round(DILATION_MM / voxel_spacing_mm(brain_affine)).astype(int), 1)
+    radius = np.maximum(np.round(DILATION_MM / voxel_sizes(brain_affine)).astype(int), 1)
     pad = int(radius.max()) + 1
     brain = ndimage.binary_dilation(np.pad(brain, pad), structure=_ellipsoid(radius))
     brain = ndimage.binary_fill_holes(brain[pad:-pad, pad:-pad, pad:-pad])

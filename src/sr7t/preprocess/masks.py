@@ -14,7 +14,9 @@ import os
 
 import ants
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +82,6 @@ def set_itk_threads(threads: int | None) -> None:
         )
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (maximises the between-class variance)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    hist, edges = np.histogram(values, bins=bins)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
-
-
 def head_mask(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Foreground (head/brain) mask of a 3-D image, uint8 (x, y, z), 1 inside.
 
@@ -103,11 +91,11 @@ def head_mask(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
     heads the result includes the scalp, which is what N4 and registration want.
     """
     image = np.asarray(image, dtype=np.float32)
-    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_sizes(affine)
     smooth = ndimage.gaussian_filter(image, sigma=np.maximum(2.0 / spacing, 0.5))
     lo, hi = np.percentile(smooth, [0.5, 99.9])
     # Otsu on the robust range only: a few very bright voxels must not set the threshold.
-    level = 0.5 * otsu_threshold(np.clip(smooth, lo, hi))
+    level = 0.5 * threshold_otsu(np.clip(smooth, lo, hi).astype(np.float64), nbins=256)
     fg = smooth > level
     labels, n = ndimage.label(fg)
     if n == 0:

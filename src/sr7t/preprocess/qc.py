@@ -48,40 +48,35 @@ def _flat(prefix: str, d: dict) -> dict:
     }
 
 
-def subject_row(root: Path, cohort: str, subject: str, demo_raw: Path | None) -> dict:
-    def p(name, **kw):
-        return paths.path(name, root, cohort=cohort, subject=subject, **kw)
-
-    reg = read_json(p("reg_qc"))
+def subject_row(subject: str, files: dict[str, str], truth_dir: Path | None) -> dict:
+    """One subject's QC row from its stages' files (``files``: the keys of
+    :data:`sr7t.stages.QC_INPUTS`); ``truth_dir``: the demo's truth of this subject, or None."""
+    reg = read_json(files["reg"])
     row = {"subject": subject}
     row |= {k: reg[k] for k in ("similarity_before", "similarity_after") if k in reg}
     row["qc_failed"] = bool(reg.get("diverged", False))
-    row |= _flat("gnl_", read_json(p("gnl_qc")))
+    row |= _flat("gnl_", read_json(files["gnl"]))
     for fld in paths.FIELDS:
-        row |= _flat(f"n4_{fld}_", read_json(p("n4_qc", field=fld)))
+        row |= _flat(f"n4_{fld}_", read_json(files[f"n4_{fld}"]))
     row |= _flat("reg_", {k: v for k, v in reg.items() if k not in row})
-    if demo_raw is not None:
-        row |= truth_errors(root, cohort, subject, demo_raw)
+    if truth_dir is not None:
+        row |= truth_errors(subject, files, truth_dir)
     return row
 
 
-def truth_errors(root: Path, cohort: str, subject: str, demo_raw: Path) -> dict:
-    """Each preprocessing stage against the demo cohort's known truth."""
+def truth_errors(subject: str, files: dict[str, str], truth_dir: Path) -> dict:
+    """Each preprocessing stage against the demo cohort's known truth (in ``truth_dir``)."""
     from sr7t.preprocess.n4 import bias_field_correlation
     from sr7t.preprocess.register import registration_error_mm
 
-    def p(name, **kw):
-        return paths.path(name, root, cohort=cohort, subject=subject, **kw)
-
-    tdir = paths.path("demo_truth_dir", root, cohort=cohort, subject=subject)
-    truth = read_json(tdir / "truth.json")
-    brain, aff7 = load_volume(tdir / "brainmask_7T.nii.gz", subject)
+    truth = read_json(truth_dir / "truth.json")
+    brain, aff7 = load_volume(truth_dir / "brainmask_7T.nii.gz", subject)
     brain = brain > 0.5
-    est = np.loadtxt(p("reg_transform"))
+    est = np.loadtxt(files["reg_transform"])
     mean_mm, max_mm = registration_error_mm(est, np.asarray(truth["pose_7T_to_1p5T"]), brain, aff7)
-    bias_true, _ = load_volume(tdir / "bias_7T.nii.gz", subject)
-    bias_est, _ = load_volume(p("n4_bias", field="7T"), subject)
-    clean, _ = load_volume(tdir / "truth_7T.nii.gz", subject)
+    bias_true, _ = load_volume(truth_dir / "bias_7T.nii.gz", subject)
+    bias_est, _ = load_volume(files["n4_bias_7T"], subject)
+    clean, _ = load_volume(truth_dir / "truth_7T.nii.gz", subject)
     reference = clean * bias_true
     reference /= robust_scale(reference, brain)
 
@@ -93,22 +88,24 @@ def truth_errors(root: Path, cohort: str, subject: str, demo_raw: Path) -> dict:
         "reg_error_mean_mm_truth": mean_mm,
         "reg_error_max_mm_truth": max_mm,
         "n4_bias_corr_7T_truth": bias_field_correlation(bias_est, bias_true, brain),
-        "gnl_rmse_distorted_truth": rmse(load_volume(p("ingest_scan", field="7T"), subject)[0]),
-        "gnl_rmse_unwarped_truth": rmse(load_volume(p("gnl_7T_unwarped"), subject)[0]),
+        "gnl_rmse_distorted_truth": rmse(load_volume(files["scan_7T"], subject)[0]),
+        "gnl_rmse_unwarped_truth": rmse(load_volume(files["unwarped_7T"], subject)[0]),
     }
 
 
 def preprocess_qc_table(
-    results_root: str | Path,
-    cohort: str,
-    subjects: list[str],
-    demo_raw: str | Path | None,
+    subjects: dict[str, dict[str, str]],
+    truth_dirs: dict[str, str | Path] | None,
     out_tsv: str | Path,
 ) -> pd.DataFrame:
-    """Write and return ``qc/preprocess.tsv`` for ``subjects`` of ``cohort``."""
-    root = Path(results_root)
-    raw = Path(demo_raw) if demo_raw else None
-    table = pd.DataFrame([subject_row(root, cohort, s, raw) for s in sorted(subjects)])
+    """Write and return ``qc/preprocess.tsv``: one row per subject of ``subjects`` (subject ->
+    its stages' files, :func:`subject_row`). ``truth_dirs``: subject -> the demo's truth folder
+    of that subject, or None for cohorts without truth."""
+    rows = [
+        subject_row(s, files, Path(truth_dirs[s]) if truth_dirs else None)
+        for s, files in sorted(subjects.items())
+    ]
+    table = pd.DataFrame(rows)
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     return table

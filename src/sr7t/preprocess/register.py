@@ -23,22 +23,14 @@ from pathlib import Path
 
 import ants
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
-from sr7t.io import load_volume, save_volume, voxel_spacing_mm, write_json
+from sr7t.errors import RegistrationDiverged
+from sr7t.io import load_volume, save_volume, write_json
 from sr7t.preprocess.masks import RAS_TO_LPS, head_mask, set_itk_threads, to_ants
 
 log = logging.getLogger(__name__)
-
-REGISTER_DEFAULTS = {
-    "transforms": ["Rigid", "Affine"],
-    "syn": False,
-    # One ITK thread makes antsRegistration bit-for-bit repeatable (with 2 threads the result
-    # moved by ~0.1 mm from run to run on a phantom); it costs little at our sizes.
-    "threads": 1,
-    "seed": 0,
-    "interpolation_order": 3,
-}
 
 # Coarse-to-fine pyramid, as target voxel sizes (mm) for the fit; converted to integer ANTs
 # shrink factors of the 7T grid. The 1.5T has 3 mm slices, so a level finer than ~1.5 mm
@@ -127,7 +119,7 @@ def register_1p5t_to_7t(
         _dilate_mm(fixed_mask, fixed_affine, FIXED_MASK_DILATION_MM), fixed_affine
     )
 
-    spacing = float(voxel_spacing_mm(fixed_affine).min())
+    spacing = float(voxel_sizes(fixed_affine).min())
     shrink = _shrink_factors(spacing, fixed.shape)
     smoothing = tuple(
         0.5 * s * spacing if i < len(shrink) - 1 else 0.0 for i, s in enumerate(shrink)
@@ -210,7 +202,7 @@ def match_resolution(
     extra = fwhm_along_world_axes(moving_affine) ** 2 - fwhm_along_world_axes(fixed_affine) ** 2
     sigma_mm = np.sqrt(np.maximum(extra, 0.0)) / 2.3548
     # Fixed grids are near axis-aligned after canonical reorientation: world axis d ~ array axis d.
-    sigma_vox = sigma_mm / voxel_spacing_mm(fixed_affine)
+    sigma_vox = sigma_mm / voxel_sizes(fixed_affine)
     if not np.any(sigma_vox > 0.1):
         return np.asarray(fixed, dtype=np.float32)
     return ndimage.gaussian_filter(np.asarray(fixed, dtype=np.float32), sigma=sigma_vox)
@@ -236,7 +228,7 @@ def _shrink_factors(spacing_mm: float, shape: tuple[int, ...]) -> list[int]:
 
 
 def _dilate_mm(mask: np.ndarray, affine: np.ndarray, mm: float) -> np.ndarray:
-    r = np.maximum(np.round(mm / voxel_spacing_mm(affine)).astype(int), 1)
+    r = np.maximum(np.round(mm / voxel_sizes(affine)).astype(int), 1)
     grid = np.ogrid[tuple(slice(-int(v), int(v) + 1) for v in r)]
     ball = sum((g / v) ** 2 for g, v in zip(grid, r, strict=True)) <= 1.0
     return ndimage.binary_dilation(mask, structure=ball).astype(np.float32)
@@ -348,10 +340,10 @@ def registration_error_mm(
 def check_not_diverged(
     qc: dict, qc_json: str | Path, moving_scan, fixed_scan, subject: str = "?"
 ) -> None:
-    """Raise RuntimeError naming the subject and files if ``qc['diverged']``; the QC json is
-    already written."""
+    """Raise :class:`~sr7t.errors.RegistrationDiverged` naming the subject and files if
+    ``qc['diverged']``; the QC json is already written."""
     if qc["diverged"]:
-        raise RuntimeError(
+        raise RegistrationDiverged(
             f"subject {subject}: registration of {moving_scan} to {fixed_scan} diverged: "
             "mutual information "
             f"{qc['similarity_after']:.4f} after < {qc['similarity_before']:.4f} before "
@@ -368,7 +360,8 @@ def run_register_stage(
     out_transform: str | Path,
     out_qc_json: str | Path,
     out_qc_png: str | Path,
-    cfg: dict | None = None,
+    cfg: dict,
+    threads: int | None = 1,
     subject: str = "?",
 ) -> dict:
     """File-level registration stage (1.5T ``moving_scan`` -> 7T ``fixed_scan``).
@@ -379,14 +372,15 @@ def run_register_stage(
     on the 7T grid); maps whose name contains "mask" are resampled nearest-neighbour, others
     linearly. Writes the 1.5T image on the 7T grid (``out_moving``, cubic B-spline by default,
     clipped at 0), the 4x4 world matrix as text (``out_transform``), the QC json and PNG.
-    ``cfg`` keys (defaults :data:`REGISTER_DEFAULTS`): ``transforms`` (list), ``syn`` (bool),
-    ``threads``, ``seed``, ``interpolation_order``.
+    ``cfg``: the resolved config's ``preprocess.register`` (``transforms``, ``syn``,
+    ``seed``, ``interpolation_order``). ``threads``: ITK threads; one thread makes
+    antsRegistration bit-for-bit repeatable (with 2 the result moved by ~0.1 mm from run to run
+    on a phantom), and it costs little at our sizes.
     QC json: ``similarity_before`` / ``similarity_after`` (mutual information, nats, higher is
     better), ``diverged`` (after < before), ``seconds``, ``world_matrix``.
     Raises RuntimeError naming the subject and files if the registration diverged (after
     writing the json).
     """
-    cfg = {**REGISTER_DEFAULTS, **(cfg or {})}
     moving, moving_affine = load_volume(moving_scan, subject)
     fixed, fixed_affine = load_volume(fixed_scan, subject)
     mask, mask_affine = load_volume(fixed_mask, subject)
@@ -399,7 +393,7 @@ def run_register_stage(
         fixed_affine,
         transforms=tuple(cfg["transforms"]),
         syn=bool(cfg["syn"]),
-        threads=cfg["threads"],
+        threads=threads,
         seed=int(cfg["seed"]),
         fixed_mask=mask,
     )
@@ -414,7 +408,7 @@ def run_register_stage(
         "seconds": round(result.seconds, 3),
         "stages": result.stages,
         "world_matrix": result.world_matrix,
-        "config": {k: cfg[k] for k in REGISTER_DEFAULTS},
+        "config": {**cfg, "threads": threads},
     }
     write_json(out_qc_json, qc)
     _cleanup(result.transform_files)
@@ -472,7 +466,7 @@ def save_qc_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spacing = voxel_spacing_mm(fixed_affine)
+    spacing = voxel_sizes(fixed_affine)
     a = _unit_range(fixed)
     b = _unit_range(registered)
     square_mm = 16.0

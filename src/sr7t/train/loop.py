@@ -1,8 +1,9 @@
 """Training machinery shared by the teacher and every distillation stage.
 
 :class:`DiffusionTrainer` owns the loop: device and DDP set-up, deterministic batches, AdamW,
-warm-up + cosine learning rate, EMA weights, gradient clipping, bf16/fp16 autocast on CUDA
-(fp16 with a gradient scaler),
+warm-up + cosine learning rate (torch's ``LinearLR`` then ``CosineAnnealingLR``), EMA weights
+(torch's ``AveragedModel``), gradient clipping, bf16/fp16 autocast on CUDA (fp16 with a
+gradient scaler),
 checkpoints that resume bit-exactly, tqdm progress, metrics callbacks and validation. A
 variant (the distillation stage) is a subclass overriding :meth:`build_trainable`,
 :meth:`loss` and :meth:`meta`.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import math
 import os
 import random
 import re
@@ -34,40 +34,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sr7t.data.slices import (
-    DATA_DEFAULTS,
     SliceDataset,
     Subject,
     estimate_residual_scale,
     load_subject,
     slice_axes,
 )
+from sr7t.errors import TrainingOOM
 from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
 from sr7t.models.diffusion import Denoiser, param_count
 
 CHECKPOINT_GLOB = "step_*.pt"
 KEEP_CHECKPOINTS = 2
-
-# Keys shared by the teacher and distill sections (their defaults live with each trainer).
-LOOP_DEFAULTS: dict = {
-    "batch_size": 8,
-    "lr": 2e-4,
-    "weight_decay": 0.0,
-    "ema_decay": 0.995,
-    "grad_clip": 1.0,
-    "warmup_steps": None,  # None: 5% of the steps, at most 200
-    "checkpoint_every": 250,
-    "log_every": 25,
-    "val_every": 500,
-    "val_examples": 64,
-    "sample_every": None,  # None: every val_every steps; a sample image to MLflow
-    "val_slice_mm": None,  # None: both ends of data.train_slice_mm; final volume scores
-    "amp": "bf16",
-    "seed": 0,
-}
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -136,32 +120,57 @@ class StepBatches(torch.utils.data.Sampler):
             yield list(range(first, first + self.b))
 
 
-class EMA:
-    """Exponential moving average of a module's parameters and buffers, with a warm-up
-    (``decay_eff = min(decay, (1 + n) / (10 + n))``) so short runs are not dominated by the
-    random initialisation."""
+def ema_model(module: nn.Module, decay: float) -> AveragedModel:
+    """Exponential moving average of ``module``'s parameters (torch's ``AveragedModel``; the
+    average is ``.module``), with a warm-up so that short runs are not dominated by the random
+    initialisation: update ``k`` (counted from 1) uses the decay ``min(decay, (1 + k) / (10 +
+    k))``. ``AveragedModel`` copies the weights at the first update and counts the updates in
+    its ``n_averaged`` buffer, which the checkpoint keeps."""
+    decay = float(decay)
 
-    def __init__(self, module: nn.Module, decay: float):
-        self.module = copy.deepcopy(module).eval().requires_grad_(False)
-        self.decay = float(decay)
-        self.updates = 0
+    def lerp(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
+        k = int(n_averaged) + 1
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + k) / (10 + k)))
 
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema_p = list(self.module.parameters())
-        src_p = [p.detach() for p in module.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
-        for b_ema, b in zip(self.module.buffers(), module.buffers(), strict=True):
-            b_ema.copy_(b)
+    ema = AveragedModel(module, multi_avg_fn=lerp, use_buffers=True)
+    ema.module.eval().requires_grad_(False)
+    return ema
 
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int | None):
+    """Linear warm-up from ``lr / warmup`` to ``lr`` over ``warmup_steps`` (None: 5 % of the
+    steps, at most 200), then a cosine decay to 10 % of ``lr`` at ``total_steps``."""
+    total = max(int(total_steps), 1)
+    warm = max(1, min(200, total // 20)) if warmup_steps is None else max(int(warmup_steps), 1)
+    eta_min = [0.1 * group["lr"] for group in opt.param_groups]
+    return SequentialLR(
+        opt,
+        [
+            LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm - 1),
+            CosineAnnealingLR(opt, T_max=max(total - warm, 1), eta_min=eta_min[0]),
+        ],
+        milestones=[warm],
+    )
+
+
+def upgrade_checkpoint(state: dict, opt, total_steps: int, warmup_steps) -> dict:
+    """A checkpoint written before the EMA and the schedule were torch's (``ema`` with
+    ``updates``, a ``LambdaLR`` state), in today's form: the EMA weights and update count carry
+    over exactly, the schedule is replayed to the checkpoint's step (the same learning rates
+    to within float rounding)."""
+    if "updates" not in state["ema"]:
+        return state
+    ema = {f"module.{k}": v for k, v in state["ema"]["module"].items()}
+    ema["n_averaged"] = torch.tensor(int(state["ema"]["updates"]), dtype=torch.long)
+    replay_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=opt.defaults["lr"])
+    replay = warmup_cosine(replay_opt, total_steps, warmup_steps)
+    for _ in range(int(state["step"])):
+        replay_opt.step()
+        replay.step()
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = replay_opt.param_groups[0]["lr"]
+    print("upgraded an older checkpoint (EMA and schedule now torch's)", file=sys.stderr)
+    return {**state, "ema": ema, "scheduler": replay.state_dict()}
 
 
 def _rng_state() -> dict:
@@ -191,10 +200,6 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     """The checkpoint with the highest step in ``checkpoint_dir``, or None."""
     files = sorted(Path(checkpoint_dir).glob(CHECKPOINT_GLOB))
     return files[-1] if files else None
-
-
-class TrainingOOM(RuntimeError):
-    """The GPU ran out of memory in a training step; the message says which batch size to try."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -294,12 +299,12 @@ def _destroy_process_group() -> None:
 class DiffusionTrainer:
     """Teacher training; subclasses change what is trained and its loss.
 
-    ``cfg`` is the whole config (sections ``data`` and :attr:`section`); section defaults are
-    :attr:`defaults`. Call :meth:`run` to train and write the bundle.
+    ``cfg`` is the whole resolved config (:func:`sr7t.config.resolve`; sections ``data``,
+    ``teacher`` and :attr:`section` are read); the bundle carries it whole
+    (``meta["config"]``). Call :meth:`run` to train and write the bundle.
     """
 
     section = "teacher"
-    defaults: dict = LOOP_DEFAULTS
     kind = "teacher"
 
     def __init__(
@@ -312,8 +317,9 @@ class DiffusionTrainer:
         device=None,
         artifact_cb=None,
     ):
-        self.data_cfg = {**DATA_DEFAULTS, **(cfg.get("data") or {})}
-        self.cfg = {**LOOP_DEFAULTS, **self.defaults, **(cfg.get(self.section) or {})}
+        self.config = plain(cfg)
+        self.data_cfg = copy.deepcopy(self.config["data"])
+        self.cfg = copy.deepcopy(self.config[self.section])
         self.checkpoint_dir = Path(checkpoint_dir)
         self.metrics_cb = metrics_cb
         self.artifact_cb = artifact_cb
@@ -325,7 +331,8 @@ class DiffusionTrainer:
     # ----- hooks for subclasses -------------------------------------------------------
     def setup(self) -> None:
         """Decide the plan (channels, residual scale...) before the model is built."""
-        self.use_guidance = bool(self.cfg.get("use_guidance", True))
+        teacher = self.config["teacher"]
+        self.use_guidance = bool(teacher["use_guidance"])
         # Randomised inputs: the thick axis is the frame's last, planes along both others.
         self.axes = [0, 1] if self.randomised else slice_axes(self.data_cfg)
         self.context_slices = int(self.data_cfg["context_slices"])
@@ -334,7 +341,7 @@ class DiffusionTrainer:
             if s.channels != self.channels:
                 raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
         self.residual_scale = estimate_residual_scale(self.train_subjects)
-        self.sampling_steps = int(self.cfg["sampling_steps"])
+        self.sampling_steps = int(teacher["sampling_steps"])
 
     @property
     def total_steps(self) -> int:
@@ -343,7 +350,7 @@ class DiffusionTrainer:
     @property
     def randomised(self) -> bool:
         """Randomised inputs (:mod:`sr7t.data.randomised`) or the paired 1.5T as acquired."""
-        return self.data_cfg.get("inputs", "randomised") == "randomised"
+        return self.data_cfg["inputs"] == "randomised"
 
     def make_dataset(self, subjects: list[Subject], seed: int, length: int):
         if self.randomised:
@@ -401,14 +408,14 @@ class DiffusionTrainer:
             "native_slice_mm_seen": [min(natives), max(natives)],
             "spacing_mm_seen": [spacings.min(0).tolist(), spacings.max(0).tolist()],
             "residual_scale": self.residual_scale,
-            "inputs": self.data_cfg.get("inputs", "randomised"),
+            "inputs": self.data_cfg["inputs"],
             "geometry_channels": self.randomised,
             "train_inplane_mm": self.train_inplane_mm(),
             "normalisation": (
                 "every scan divided by its 99th percentile inside the brain mask; the model "
                 "predicts (7T - 1.5T) / residual_scale on the 7T grid"
             ),
-            "config": {"data": self.data_cfg, self.section: self.cfg},
+            "config": self.config,
         }
 
     def train_inplane_mm(self) -> list[float]:
@@ -444,15 +451,6 @@ class DiffusionTrainer:
             device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
         )
 
-    def lr_lambda(self, step: int) -> float:
-        total = max(self.total_steps, 1)
-        warm = self.cfg["warmup_steps"]
-        warm = max(1, min(200, total // 20)) if warm is None else max(int(warm), 1)
-        if step < warm:
-            return (step + 1) / warm
-        progress = min((step - warm) / max(total - warm, 1), 1.0)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
     # ----- the loop ---------------------------------------------------------------------
     def run(self, out_model) -> dict:
         cfg = self.cfg
@@ -462,10 +460,10 @@ class DiffusionTrainer:
         random.seed(seed)
         train_ds = self.make_dataset(self.train_subjects, seed, 10**12)
         trainable = self.build_trainable(train_ds.n_condition).to(self.device)
-        ema = EMA(trainable, cfg["ema_decay"])
+        ema = ema_model(trainable, cfg["ema_decay"])
         params = [p for p in trainable.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_lambda)
+        sched = warmup_cosine(opt, self.total_steps, cfg["warmup_steps"])
         # fp16 needs loss scaling against underflow; bf16 and float32 do not (pass-through).
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -478,6 +476,7 @@ class DiffusionTrainer:
                     f"checkpoint {ckpt} was made with architecture {state['architecture']}, "
                     f"not {self.denoiser(trainable).arch}: remove {self.checkpoint_dir} to restart"
                 )
+            state = upgrade_checkpoint(state, opt, self.total_steps, cfg["warmup_steps"])
             trainable.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
@@ -496,7 +495,7 @@ class DiffusionTrainer:
 
         total = self.total_steps
         batches = StepBatches(start, total, int(cfg["batch_size"]), self.rank, self.world)
-        workers = int(self.data_cfg.get("num_workers", 0))
+        workers = int(self.data_cfg["num_workers"])
         loader = DataLoader(
             train_ds, batch_sampler=batches, num_workers=workers, persistent_workers=False
         )
@@ -527,7 +526,7 @@ class DiffusionTrainer:
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                ema.update(trainable)
+                ema.update_parameters(trainable)
             step += 1
             n = batch["cond"].shape[0] * self.world
             examples += n
@@ -657,13 +656,13 @@ class DiffusionTrainer:
 
     @property
     def sample_every(self) -> int:
-        every = self.cfg.get("sample_every") or self.cfg["val_every"]
+        every = self.cfg["sample_every"] or self.cfg["val_every"]
         return max(int(every), 1)
 
     def val_slice_mm(self) -> list[float]:
         """Spacings of the final whole-volume scores: None = both ends of the trained range;
         an empty list skips them (costly on fine grids; benchmarks/validate.py scores val)."""
-        chosen = self.cfg.get("val_slice_mm")
+        chosen = self.cfg["val_slice_mm"]
         return [float(v) for v in (self.data_cfg["train_slice_mm"] if chosen is None else chosen)]
 
     def cost(self, model: Denoiser) -> dict:
@@ -674,7 +673,7 @@ class DiffusionTrainer:
         axis = self.axes[0]
         return inference_cost(model, self.sampling_steps, (shape[1 - axis], shape[2]))
 
-    def report_sample(self, ema: EMA, step: int) -> None:
+    def report_sample(self, ema: AveragedModel, step: int) -> None:
         """A validation sample image at ``step`` (EMA weights) to ``artifact_cb``."""
         if self.rank != 0 or not self.val_subjects or self.artifact_cb is None:
             return
@@ -697,7 +696,7 @@ class DiffusionTrainer:
             self.metrics_cb(scores, step)
         return scores
 
-    def report_val(self, ema: EMA, step: int) -> float | None:
+    def report_val(self, ema: AveragedModel, step: int) -> float | None:
         if self.rank != 0:
             return None
         val = self.validation_loss(ema.module)

@@ -15,18 +15,6 @@ from sr7t.data.slices import T1_CHANNEL, Subject
 from sr7t.models.diffusion import Denoiser
 
 
-def subject_arrays(subject: Subject) -> dict:
-    """A :class:`Subject` as the dict :func:`sr7t.evaluate.run.predict_scaled` reads."""
-    return {
-        "condition": subject.condition,
-        "mask": subject.mask,
-        "target": subject.target,
-        "spacing_mm": subject.spacing_mm,
-        "native_slice_mm": subject.native_slice_mm,
-        "native_spacing_mm": subject.native_spacing_mm,
-    }
-
-
 def volume_scores(
     model: Denoiser,
     meta: dict,
@@ -45,11 +33,10 @@ def volume_scores(
     for res in slice_mm:
         psnr, ssim, seconds = [], [], []
         for s in subjects:
-            arrays = subject_arrays(s)
             scaled, _, sec, _ = predict_scaled(
-                meta["kind"], model, meta, arrays, res, batch_size, progress=False
+                meta["kind"], model, meta, s, res, batch_size, progress=False
             )
-            m = all_metrics(scaled, scaled_reference(arrays), s.mask)
+            m = all_metrics(scaled, scaled_reference(s), s.mask)
             psnr.append(m["psnr"])
             ssim.append(m["ssim"])
             seconds.append(sec)
@@ -77,8 +64,7 @@ def save_sample_figure(
     from sr7t.evaluate.run import degrade_condition
     from sr7t.models.predict import predict_plane
 
-    arrays = subject_arrays(subject)
-    cond, effective = degrade_condition(arrays, slice_mm)
+    cond, effective = degrade_condition(subject, slice_mm)
     axis = int(meta["slice_axis"][0])
     index = subject.t1.shape[axis] // 2
     sample = predict_plane(

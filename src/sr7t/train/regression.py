@@ -17,40 +17,37 @@ from torch import nn
 
 from sr7t.config import per_stage
 from sr7t.models.diffusion import Denoiser
-from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
+from sr7t.train.loop import DiffusionTrainer
 
 
 class RegressionTrainer(DiffusionTrainer):
     section = "distill"  # the final student's budget and optimiser
-    defaults = {**LOOP_DEFAULTS, "lr": 1e-3, "sampling_steps": 1, "use_guidance": True}
     kind = "regression"
 
     def setup(self) -> None:
-        super().setup()
+        super().setup()  # guidance as the teacher's (and so every student's)
         self.sampling_steps = 1
-        k = int(self.cfg.get("stages", 1))
+        k = max(int(self.cfg["stages"]), 1)
         self.channels_arch = [int(c) for c in per_stage(self.cfg["channels"], k, True)]
-        attention = self.cfg.get("attention_levels")
+        attention = self.cfg["attention_levels"]
         self.attention_arch = None if attention is None else per_stage(attention, k, True)
-        self.teacher_arch = dict(self.cfg.pop("teacher_arch", None) or {})
 
     @property
     def total_steps(self) -> int:
         steps = self.cfg["steps_per_stage"]
-        k = int(self.cfg.get("stages", 1))
+        k = max(int(self.cfg["stages"]), 1)
         return sum(int(per_stage(steps, s, False)) for s in range(1, k + 1))
 
     def build_trainable(self, n_condition: int) -> nn.Module:
         attention = self.attention_arch
         if attention is None:
             attention = [False] * len(self.channels_arch)
+        teacher = self.config["teacher"]  # the students keep its blocks and groups
         arch = {
             "channels": self.channels_arch,
             "attention_levels": [bool(a) for a in attention],
-            "num_res_blocks": int(self.teacher_arch.get("num_res_blocks", 1)),
-            "norm_num_groups": min(
-                int(self.teacher_arch.get("norm_num_groups", 8)), min(self.channels_arch)
-            ),
+            "num_res_blocks": int(teacher["num_res_blocks"]),
+            "norm_num_groups": min(int(teacher["norm_num_groups"]), min(self.channels_arch)),
         }
         return Denoiser(n_condition, arch)
 
@@ -78,14 +75,11 @@ def train_regression(
 ) -> dict:
     """Train the regression UNet with the final student's budget; write its bundle.
 
-    ``cfg``: the whole config; ``data`` and ``distill`` are read (the last stage's width and
-    attention, the sum of ``steps_per_stage``, ``lr``, ``batch_size``), and the teacher's
-    ``num_res_blocks``/``norm_num_groups`` (the students keep them). Returns the
-    training summary, as :func:`~sr7t.train.teacher.train_teacher`.
+    ``cfg``: the whole resolved config; ``data`` and ``distill`` are read (the last stage's
+    width and attention, the sum of ``steps_per_stage``, ``lr``, ``batch_size``), and the
+    teacher's ``num_res_blocks``/``norm_num_groups``/``use_guidance`` (the students keep
+    them). Returns the training summary, as :func:`~sr7t.train.teacher.train_teacher`.
     """
-    teacher = cfg.get("teacher") or {}
-    arch = {k: teacher[k] for k in ("num_res_blocks", "norm_num_groups") if k in teacher}
-    cfg = {**cfg, "distill": {**(cfg.get("distill") or {}), "teacher_arch": arch}}
     trainer = RegressionTrainer(
         train_files, val_files, cfg, checkpoint_dir, metrics_cb, device, artifact_cb
     )

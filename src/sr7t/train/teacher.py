@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sr7t.train.loop import LOOP_DEFAULTS, DiffusionTrainer
-
-TEACHER_DEFAULTS: dict = {
-    **LOOP_DEFAULTS,
-    "channels": [32, 64, 64],
-    "attention_levels": [False, False, True],
-    "num_res_blocks": 1,
-    "norm_num_groups": 8,
-    "train_steps": 1000,
-    "sampling_steps": 16,
-    "use_guidance": True,
-}
+from sr7t.train.loop import DiffusionTrainer
 
 
 class TeacherTrainer(DiffusionTrainer):
     section = "teacher"
-    defaults = TEACHER_DEFAULTS
     kind = "teacher"
 
 
@@ -37,8 +25,8 @@ def train_teacher(
     """Train the teacher and write its EMA weights as a bundle to ``out_model``.
 
     ``train_files``/``val_files``: dataset npz files (one per subject). ``cfg``: the whole
-    config; sections ``data`` and ``teacher`` are read (defaults: ``DATA_DEFAULTS``,
-    :data:`TEACHER_DEFAULTS`). If ``checkpoint_dir`` holds a checkpoint, training resumes
+    resolved config (:func:`sr7t.config.resolve`); sections ``data`` and ``teacher`` are read,
+    and the bundle carries it whole. If ``checkpoint_dir`` holds a checkpoint, training resumes
     from it exactly. ``metrics_cb(dict, step)`` gets ``loss``, ``lr``, ``examples_per_s`` every
     ``log_every`` steps and ``val_loss`` every ``val_every`` steps. ``device`` None: CUDA if
     available, else CPU; under torchrun (WORLD_SIZE > 1) DDP is used. ``artifact_cb(path)`` gets

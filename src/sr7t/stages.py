@@ -1,0 +1,704 @@
+"""Every workflow stage, declared once: its named inputs, outputs and config, and one function.
+
+A rule names its files once (``input:``, ``output:``, ``log:``), passes the stage's config as
+``params.cfg`` and runs ``workflow/scripts/stage.py``, which calls :func:`run_from_snakemake`.
+Outside Snakemake, :func:`run` (or ``sr7t stage``) does the same with plain dicts. The runner
+(:func:`run`), once for every stage: threads for torch and ITK, the job's output into its log,
+the job's MLflow child run (:func:`sr7t.tracking.job_run`), and a user-facing error as one line
+on the console (the traceback stays in the log).
+
+A stage function ``fn(i, o, cfg, job)`` gets its inputs ``i`` and outputs ``o`` by name
+(:data:`File`: one path; :data:`Files`: a list), its config ``cfg`` and the :class:`Job`
+(wildcards, threads, tracker, params). It is a thin adapter to the package function doing the
+work, reads only its declared inputs (or files inside a declared folder) and writes only its
+declared outputs. One exception: training checkpoints (``params.checkpoints``), since
+Snakemake deletes a failed job's outputs and a crashed training must resume from them.
+
+``cfg`` is what the rule passes as ``params.cfg`` (so Snakemake reruns a stage when it changes):
+the config sections the stage declares (:func:`stage_config`: one section is passed as itself,
+several as a dict by their last key), or, for stages whose config is the cohort's own
+(``config=()``: which raw files, which split), whatever the rule builds. Model stages also hand
+the whole resolved config (``job.config``: Snakemake's, which the workflow resolved at start
+and wrote to ``results/<cohort>/config.resolved.yaml``) to the trainer, which stores it in the
+bundle. It is not a declared input file on purpose: a model rule with that file as input would
+retrain on any config change, and marked ``ancient`` Snakemake skips checking the jobs below a
+rerun ``resolved_config`` job, so a changed ``teacher.lr`` would not retrain the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sr7t import paths
+
+log = logging.getLogger("sr7t")
+
+File = str  # one path
+Files = list[str]  # zero or more paths
+
+# A user-facing error (sr7t.errors.USER_ERRORS): one line on the console and exit status 2.
+# Anything else is a bug or an environment problem: exit status 1, the line points at the log.
+EXIT_USER_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The declaration of one stage: the names a rule must pass, and what they hold."""
+
+    name: str
+    fn: Callable
+    inputs: dict[str, type]
+    outputs: dict[str, type]
+    optional: frozenset[str] = frozenset()  # inputs a rule passes only for some jobs
+    config: tuple[str, ...] = ()  # dotted config sections of params.cfg; "*": all of it
+    params: tuple[str, ...] = ()  # other params the stage reads (e.g. checkpoints)
+
+
+@dataclass
+class Job:
+    """What a stage knows about its job besides files and config."""
+
+    wildcards: dict[str, str]
+    threads: int | None = None
+    tracker: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    config: dict | None = None  # the whole resolved config (the workflow's)
+
+    @property
+    def subject(self) -> str:
+        return self.wildcards.get("subject", "?")
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, inputs=None, outputs=None, optional=(), config=(), params=()):
+    """Register ``fn`` as stage ``name`` (the rule of the same name runs it)."""
+
+    def register(fn: Callable) -> Callable:
+        STAGES[name] = Stage(
+            name, fn, dict(inputs or {}), dict(outputs or {}), frozenset(optional), config, params
+        )
+        return fn
+
+    return register
+
+
+def stage_config(name: str, config: dict) -> Any:
+    """``params.cfg`` of stage ``name`` from the workflow's (resolved) config: its one declared
+    section, or its sections by their last key; ``"*"``: the whole config."""
+    sections = STAGES[name].config
+    if sections == ("*",):
+        return config
+    picked = {}
+    for dotted in sections:
+        value = config
+        for key in dotted.split("."):
+            value = value[key]
+        picked[dotted.rsplit(".", 1)[-1]] = value
+    return next(iter(picked.values())) if len(picked) == 1 else picked
+
+
+# ---------------------------------------------------------------------------------- the runner
+
+
+def run(
+    name: str,
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    cfg: Any = None,
+    wildcards: dict[str, str] | None = None,
+    threads: int | None = None,
+    log_file: str | Path | None = None,
+    params: dict[str, Any] | None = None,
+    results_dir: str | Path = "results",
+    device: str | None = None,
+    config: dict | None = None,
+) -> int:
+    """Run stage ``name`` as a job; returns its exit status (0, 1, or 2 for a user error).
+
+    ``inputs``/``outputs``: name -> path (or list of paths) as the stage declares them;
+    ``wildcards`` tag the MLflow run (``cohort`` names its experiment; default ``adhoc``);
+    ``log_file``: the job's stdout and stderr go there (None: left alone); ``results_dir``:
+    where the default MLflow store lives when no workflow chose one; ``config``: the whole
+    resolved config (model stages store it in their bundle).
+    """
+    from sr7t.errors import USER_ERRORS
+    from sr7t.tracking import job_run
+
+    spec = STAGES[name]
+    wildcards = {str(k): str(v) for k, v in (wildcards or {}).items()}
+    inputs, outputs = _checked(spec, inputs, outputs)
+    set_threads(threads)
+    with _output_to(log_file) as console:
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            force=True,
+        )
+        # SLURM ends a job at its time limit (or scancel) with SIGTERM: as KeyboardInterrupt,
+        # job_run marks the MLflow run KILLED instead of leaving it RUNNING.
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        cohort = wildcards.get("cohort", "adhoc")
+        job = Job(wildcards, threads, None, dict(params or {}), device, config)
+        try:
+            with job_run(name, cohort, wildcards, results_dir=results_dir) as tracker:
+                job.tracker = tracker
+                if isinstance(cfg, dict) and spec.config and spec.config != ("*",):
+                    tracker.log_params(cfg)
+                spec.fn(inputs, outputs, cfg, job)
+        except USER_ERRORS as exc:
+            traceback.print_exc()
+            print(f"sr7t {name}: {_one_line(exc)}", file=sys.stderr, flush=True)
+            if console is not sys.stderr:
+                print(f"sr7t {name}: {_one_line(exc)}", file=console, flush=True)
+            return EXIT_USER_ERROR
+        except Exception as exc:
+            traceback.print_exc()
+            where = f" (traceback in {log_file})" if log_file else ""
+            print(f"sr7t {name}: {type(exc).__name__}: {_one_line(exc)}{where}", file=console)
+            return 1
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def run_from_snakemake(smk) -> None:
+    """The body of ``workflow/scripts/stage.py``: run the stage named like the job's rule."""
+    spec = STAGES[smk.rule]
+    params = dict(smk.params.items())
+    cfg = params.pop("cfg", None)
+    status = run(
+        spec.name,
+        _named(smk.input),
+        _named(smk.output),
+        cfg,
+        dict(smk.wildcards.items()),
+        threads=smk.threads,
+        log_file=smk.log[0] if smk.log else None,
+        params=params,
+        results_dir=smk.config.get("results_dir", "results"),
+        config=dict(smk.config),
+    )
+    if status:
+        sys.exit(status)
+
+
+def _named(files) -> dict[str, Any]:
+    """Snakemake's named input or output as a plain dict (a list of files stays a list; one
+    file of a list comes as a plain string, which :func:`_checked` wraps again)."""
+    return {k: v if isinstance(v, str) else [str(f) for f in v] for k, v in files.items()}
+
+
+def _checked(spec: Stage, inputs: dict, outputs: dict) -> tuple[dict, dict]:
+    """Refuse names the stage does not declare and required names that are missing."""
+    for what, given, declared, optional in (
+        ("input", inputs, spec.inputs, spec.optional),
+        ("output", outputs, spec.outputs, frozenset()),
+    ):
+        unknown = sorted(set(given) - set(declared))
+        missing = sorted(set(declared) - set(given) - optional)
+        if unknown or missing:
+            raise TypeError(
+                f"stage {spec.name}: {what}s {sorted(given)} do not match its declaration "
+                f"{sorted(declared)} (unknown {unknown}, missing {missing})"
+            )
+    listed = {
+        k: ([v] if isinstance(v, str | Path) else list(v)) if spec.inputs[k] is Files else v
+        for k, v in inputs.items()
+    }
+    return {k: _str(v) for k, v in listed.items()}, {k: _str(v) for k, v in outputs.items()}
+
+
+def _str(value):
+    return [str(v) for v in value] if isinstance(value, list) else str(value)
+
+
+def set_threads(n: int | None) -> None:
+    if not n:
+        return
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@contextmanager
+def _output_to(log_file: str | Path | None):
+    """Send this process's output to ``log_file``: ``sys.stdout``/``sys.stderr`` and file
+    descriptors 1 and 2 (so ITK's and tqdm's output too). Yields a stream to the original
+    stderr, the console."""
+    if log_file is None:
+        yield sys.stderr
+        return
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    streams = sys.stdout, sys.stderr
+    log_stream = open(log_file, "w", buffering=1)  # closed below, after the descriptors
+    for fd in (1, 2):
+        os.dup2(log_stream.fileno(), fd)
+    sys.stdout = sys.stderr = log_stream
+    console = os.fdopen(os.dup(saved[2]), "w")
+    try:
+        yield console
+    finally:
+        log_stream.flush()
+        sys.stdout, sys.stderr = streams
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "stream", None) is log_stream]:
+            root.removeHandler(handler)
+        log_stream.close()
+        console.close()
+
+
+def on_sigterm(signum, frame):
+    print("sr7t: SIGTERM (SLURM time limit or scancel): stopping", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def numbers_only(d: dict) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def by_subject(i: dict, per_subject: dict[str, tuple[str, dict]]) -> dict[str, dict[str, str]]:
+    """Per-subject input lists (``per_subject``: input name -> :mod:`sr7t.paths` template and
+    fields, e.g. :data:`QC_INPUTS`) regrouped: subject -> input name -> file."""
+    grouped: dict[str, dict[str, str]] = {}
+    for key, (template, _) in per_subject.items():
+        for f in i[key]:
+            grouped.setdefault(paths.match(template, f)["subject"], {})[key] = f
+    return dict(sorted(grouped.items()))
+
+
+def whole_config(name: str, job: Job, cfg: dict) -> dict:
+    """The whole resolved config that model stage ``name`` hands its trainer (the bundle
+    carries it), checked to hold the sections the stage was given."""
+    if job.config is None:
+        raise ValueError(f"stage {name} needs the whole resolved config (sr7t stage: --config)")
+    if json.dumps(stage_config(name, job.config), sort_keys=True) != json.dumps(
+        cfg, sort_keys=True
+    ):
+        raise ValueError(f"stage {name}: its config differs from the whole config's sections")
+    return job.config
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+@stage("resolved_config", outputs={"config": File}, config=("*",))
+def resolved_config_stage(i, o, cfg, job):
+    """The whole resolved config, beside the cohort's results (as nnU-Net writes its plans)."""
+    from sr7t.config import resolve, write_resolved
+
+    write_resolved(resolve(cfg), o["config"])
+    job.tracker.log_artifact(o["config"])
+
+
+@stage("demo_cohort", outputs={"raw": File})
+def demo_cohort(i, o, cfg, job):
+    """``cfg``: the cohort's ``demo`` section, ``colin27`` as decided when the workflow started
+    (it must make the same cohort the workflow planned)."""
+    from sr7t.cohort import anatomy
+    from sr7t.cohort.demo import make_demo_cohort
+    from sr7t.cohort.samples import demo_subject_ids
+
+    if cfg["colin27"] and not anatomy.colin27_available():
+        raise ValueError(
+            f"demo: colin27 asked for but {anatomy.COLIN27_BRAIN} is missing: install the "
+            f"Debian package {anatomy.COLIN27_PACKAGE} here, or set the cohort's demo.colin27: "
+            "false"
+        )
+    samples = make_demo_cohort(
+        o["raw"],
+        demo_subject_ids(cfg["n_subjects"], cfg["colin27"]),
+        cfg["seed"],
+        cfg["voxel_mm_7t"],
+        tuple(cfg["voxel_mm_1p5t"]),
+    )
+    job.tracker.log_params(cfg)
+    job.tracker.log_artifact(samples)
+
+
+RAW_INPUTS = {k: File for k in ("raw", "scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")}
+
+
+def _ingest(o: dict, cfg: dict, job: Job, require_7t: bool) -> None:
+    from sr7t.cohort.ingest import ingest_subject
+
+    outputs = {fld: o[f"scan_{fld}"] for fld in paths.FIELDS if f"scan_{fld}" in o}
+    table = ingest_subject(
+        job.subject,
+        {fld: cfg.get(f"scan_{fld}") or None for fld in outputs},
+        {fld: cfg.get(f"coef_{fld}") or None for fld in paths.FIELDS},
+        outputs,
+        o["rows"],
+        require_7t=require_7t,
+    )
+    job.tracker.log_artifact(o["rows"])
+    job.tracker.log_metrics({"scans": len(table)})
+
+
+@stage(
+    "ingest",
+    inputs=RAW_INPUTS,
+    optional=RAW_INPUTS,
+    outputs={"scan_1p5T": File, "scan_7T": File, "rows": File},
+)
+def ingest(i, o, cfg, job):
+    """``cfg``: the subject's raw files (``scan_1p5T``, ``scan_7T``, ``coef_1p5T``,
+    ``coef_7T``; None when absent). The inputs are those that exist (the demo's raw folder for
+    a demo cohort): a missing one fails this subject's job, naming the file, not the DAG."""
+    _ingest(o, cfg, job, require_7t=True)
+
+
+@stage(
+    "ingest_infer",
+    inputs=RAW_INPUTS,
+    optional=RAW_INPUTS,
+    outputs={"scan_1p5T": File, "rows": File},
+)
+def ingest_infer(i, o, cfg, job):
+    """A subject without a 7T scan: its 1.5T only. ``cfg`` as for :func:`ingest`."""
+    _ingest(o, cfg, job, require_7t=False)
+
+
+@stage("manifest", inputs={"rows": Files}, outputs={"manifest": File})
+def manifest(i, o, cfg, job):
+    """``cfg``: subject -> split."""
+    from sr7t.cohort.ingest import build_manifest
+
+    table = build_manifest(i["rows"], cfg, o["manifest"])
+    job.tracker.log_artifact(o["manifest"])
+    counts = table.drop_duplicates("subject")["split"].value_counts().to_dict()
+    job.tracker.log_metrics({f"subjects_{k}": v for k, v in counts.items()})
+
+
+@stage(
+    "gradunwarp",
+    inputs={"scan_7T": File, "scan_1p5T": File, **RAW_INPUTS},
+    optional=RAW_INPUTS,
+    outputs={"unwarped_7T": File, "jacobian": File, "dispmag": File, "qc": File},
+)
+def gradunwarp(i, o, cfg, job):
+    """``cfg``: the subject's coefficient files (``coef_1p5T``, ``coef_7T``; None: none)."""
+    from sr7t.io import read_json
+    from sr7t.preprocess.gnl import run_gradunwarp_stage
+
+    run_gradunwarp_stage(
+        i["scan_7T"],
+        cfg.get("coef_7T") or None,
+        i["scan_1p5T"],
+        cfg.get("coef_1p5T") or None,
+        o["unwarped_7T"],
+        o["jacobian"],
+        o["dispmag"],
+        o["qc"],
+        subject=job.subject,
+    )
+    job.tracker.log_metrics(numbers_only(read_json(o["qc"])))
+    job.tracker.log_artifact(o["qc"])
+
+
+@stage(
+    "n4",
+    inputs={"scan": File},
+    outputs={"corrected": File, "bias": File, "mask": File, "qc": File},
+    config=("preprocess.n4",),
+)
+def n4(i, o, cfg, job):
+    from sr7t.preprocess.n4 import run_n4_stage
+
+    qc = run_n4_stage(
+        i["scan"], o["corrected"], o["bias"], o["mask"], o["qc"], cfg, job.threads, job.subject
+    )
+    job.tracker.log_metrics(numbers_only(qc))
+
+
+REGISTERED_MAPS = ("bias", "jacobian", "dispmag")  # resampled with the 1.5T onto the 7T grid
+
+
+@stage(
+    "register",
+    inputs={
+        "moving": File,
+        "fixed": File,
+        "fixed_mask": File,
+        **dict.fromkeys(REGISTERED_MAPS, File),
+    },
+    outputs={
+        "moving": File,
+        **dict.fromkeys(REGISTERED_MAPS, File),
+        "transform": File,
+        "qc": File,
+        "qc_png": File,
+    },
+    config=("preprocess.register",),
+)
+def register(i, o, cfg, job):
+    from sr7t.io import read_json
+    from sr7t.preprocess.register import run_register_stage
+
+    try:
+        run_register_stage(
+            i["moving"],
+            i["fixed"],
+            i["fixed_mask"],
+            {name: (i[name], o[name]) for name in REGISTERED_MAPS},
+            o["moving"],
+            o["transform"],
+            o["qc"],
+            o["qc_png"],
+            cfg,
+            threads=job.threads,
+            subject=job.subject,
+        )
+    finally:  # a diverged registration still logs its numbers
+        if Path(o["qc"]).exists():
+            job.tracker.log_metrics(numbers_only(read_json(o["qc"])))
+    job.tracker.log_figure(o["qc_png"])
+
+
+# Per-subject inputs: input name -> (sr7t.paths template, its fixed fields); the rule asks for
+# each of them for every subject with a 7T (common.smk: each_subject), the stage regroups them
+# by subject (:func:`by_subject`).
+QC_INPUTS = {
+    "gnl": ("gnl_qc", {}),
+    "n4_1p5T": ("n4_qc", {"field": "1p5T"}),
+    "n4_7T": ("n4_qc", {"field": "7T"}),
+    "reg": ("reg_qc", {}),
+    "reg_transform": ("reg_transform", {}),
+    "n4_bias_7T": ("n4_bias", {"field": "7T"}),
+    "unwarped_7T": ("gnl_7T_unwarped", {}),
+    "scan_7T": ("ingest_scan", {"field": "7T"}),
+}
+SUBJECT_FIGURES = {"reg_png": ("reg_qc_png", {}), "guidance_png": ("dataset_qc_png", {})}
+
+
+@stage(
+    "preprocess_qc",
+    inputs={**dict.fromkeys(QC_INPUTS, Files), "raw": File},
+    optional={"raw"},
+    outputs={"table": File},
+)
+def preprocess_qc(i, o, cfg, job):
+    """One QC row per subject; ``raw`` (demo cohorts): errors against the known truth."""
+    from sr7t.preprocess.qc import preprocess_qc_table
+
+    subjects = by_subject(i, QC_INPUTS)
+    truth = None
+    if "raw" in i:
+        truth = {s: paths.inside(i["raw"], "demo_truth_dir", subject=s) for s in subjects}
+    table = preprocess_qc_table(subjects, truth, o["table"])
+    job.tracker.log_artifact(o["table"])
+    job.tracker.log_metrics(
+        {f"mean_{k}": float(v) for k, v in table.select_dtypes("number").mean().items()}
+    )
+
+
+@stage(
+    "dataset",
+    inputs=dict.fromkeys(
+        (
+            "reg_1p5T",
+            "reg_bias",
+            "reg_jacobian",
+            "reg_dispmag",
+            "gnl_qc",
+            "native_1p5T",
+            "mask",
+            "target",
+        ),
+        File,
+    ),
+    outputs={"npz": File, "png": File},
+)
+def dataset(i, o, cfg, job):
+    from sr7t.data.dataset import build_subject_arrays, save_guidance_figure
+
+    summary = build_subject_arrays(
+        i["reg_1p5T"],
+        i["reg_bias"],
+        i["reg_jacobian"],
+        i["reg_dispmag"],
+        i["gnl_qc"],
+        i["native_1p5T"],
+        i["mask"],
+        i["target"],
+        o["npz"],
+        subject=job.subject,
+    )
+    job.tracker.log_params(summary)
+    job.tracker.log_figure(save_guidance_figure(o["npz"], o["png"], job.subject))
+
+
+MODEL_OUTPUTS = {"model": File, "summary": File}
+
+
+def _trained(o: dict, job: Job, train: Callable, *args) -> None:
+    """Run a trainer with the job's callbacks; write and log its summary."""
+    from sr7t.io import write_json
+
+    summary = train(
+        *args,
+        o["model"],
+        job.params["checkpoints"],
+        metrics_cb=job.tracker.log_metrics,
+        device=job.device,
+        artifact_cb=job.tracker.log_figure,
+    )
+    write_json(o["summary"], summary)
+    job.tracker.log_metrics(numbers_only(summary))
+    job.tracker.log_artifact(o["summary"])
+
+
+@stage(
+    "teacher",
+    inputs={"train": Files, "val": Files},
+    outputs=MODEL_OUTPUTS,
+    config=("teacher", "data"),
+    params=("checkpoints",),
+)
+def teacher(i, o, cfg, job):
+    from sr7t.train.teacher import train_teacher
+
+    _trained(o, job, train_teacher, i["train"], i["val"], whole_config("teacher", job, cfg))
+
+
+@stage(
+    "distill_stage",
+    inputs={"parent": File, "train": Files, "val": Files},
+    outputs=MODEL_OUTPUTS,
+    config=("distill", "data"),
+    params=("checkpoints",),
+)
+def distill_stage(i, o, cfg, job):
+    """Stage ``k`` (wildcard) from its parent (the teacher, or stage k-1)."""
+    from sr7t.distill.stage import distill_stage as distill
+
+    k = int(job.wildcards["k"])
+    job.tracker.log_params({"stage": k})
+    whole = whole_config("distill_stage", job, cfg)
+    _trained(o, job, distill, i["parent"], i["train"], i["val"], whole, k)
+
+
+@stage(
+    "regression",
+    inputs={"train": Files, "val": Files},
+    outputs=MODEL_OUTPUTS,
+    # the final student's budget; the teacher's blocks, groups and guidance (as every student's)
+    config=(
+        "distill",
+        "data",
+        "teacher.num_res_blocks",
+        "teacher.norm_num_groups",
+        "teacher.use_guidance",
+    ),
+    params=("checkpoints",),
+)
+def regression(i, o, cfg, job):
+    from sr7t.train.regression import train_regression
+
+    whole = whole_config("regression", job, cfg)
+    _trained(o, job, train_regression, i["train"], i["val"], whole)
+
+
+@stage(
+    "evaluate_model",
+    inputs={"model": File, "raw": File, "test": Files},
+    optional={"model", "raw"},
+    outputs={"metrics": File, "predictions": File, "example": File},
+    config=("evaluate",),
+)
+def evaluate_model(i, o, cfg, job):
+    """Model ``model`` (wildcard; ``model`` input: its bundle, absent for the interpolation
+    baselines) on every cell of every held-out subject; ``raw`` (demo cohorts): the truth.
+    Also its example-slice reportlet (:func:`sr7t.evaluate.example.save_example_figure`)."""
+    from sr7t.evaluate.example import save_example_figure
+    from sr7t.evaluate.run import evaluate_model as evaluate
+
+    name = job.wildcards["model"]
+    truth = paths.inside(i["raw"], "demo_truth_root") if "raw" in i else None
+    predictions = Path(o["predictions"])
+    pattern = str(predictions / Path(paths.TEMPLATES["eval_prediction"]).name)
+    predictions.mkdir(parents=True, exist_ok=True)
+    table = evaluate(name, i.get("model"), i["test"], cfg, pattern, o["metrics"], truth, job.device)
+    job.tracker.log_artifact(o["metrics"])
+    for (kind, res), group in table.groupby(["input", "resolution_mm"]):
+        job.tracker.log_metrics(
+            {
+                f"{kind}_{k}_{res:g}mm": float(group[k].mean())
+                for k in ("psnr", "ssim", "hfen", "seconds")
+            }
+        )
+    first = paths.match("dataset_subject", i["test"][0])["subject"]
+    truth_dir = paths.inside(i["raw"], "demo_truth_dir", subject=first) if "raw" in i else None
+    save_example_figure(name, i["test"][0], truth_dir, cfg, pattern, o["example"])
+    job.tracker.log_figure(o["example"])
+
+
+@stage(
+    "metrics", inputs={"tables": Files}, outputs={"table": File, "figure": File, "summary": File}
+)
+def metrics(i, o, cfg, job):
+    from sr7t.evaluate.run import combine_metrics
+
+    combine_metrics(i["tables"], o["table"], o["figure"], o["summary"])
+    job.tracker.log_artifact(o["table"])
+    job.tracker.log_artifact(o["summary"])
+    job.tracker.log_figure(o["figure"])
+
+
+@stage(
+    "report",
+    inputs={
+        "metrics": File,
+        "figure": File,
+        "summary": File,
+        "preprocess_qc": File,
+        "manifest": File,
+        **dict.fromkeys(SUBJECT_FIGURES, Files),
+        "summaries": Files,
+        "examples": Files,
+    },
+    outputs={"report": File},
+)
+def report(i, o, cfg, job):
+    """The cohort's HTML report, assembled from the declared tables and reportlets only."""
+    from sr7t.report.html import write_report
+
+    write_report(
+        job.wildcards.get("cohort", "adhoc"),
+        o["report"],
+        metrics=i["metrics"],
+        figure=i["figure"],
+        summary=i["summary"],
+        preprocess_qc=i["preprocess_qc"],
+        manifest=i["manifest"],
+        subject_figures=by_subject(i, SUBJECT_FIGURES),
+        model_summaries={paths.match("model_summary", f)["model"]: f for f in i["summaries"]},
+        examples={paths.match("eval_example_png", f)["model"]: f for f in i["examples"]},
+    )
+    job.tracker.log_artifact(o["report"])
