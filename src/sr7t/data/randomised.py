@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sr7t.data import synth
-from sr7t.data.slices import Subject
+from sr7t.data.slices import Subject, brain_voxels
 
 GEOMETRY_CHANNELS = ("slice_mm", "inplane_mm")
 GEOMETRY_SCALE_MM = 8.0
@@ -61,21 +61,14 @@ class RandomisedSliceDataset(Dataset):
         seed: int = 0,
         length: int = 10**9,
     ):
-        if not subjects:
-            raise ValueError("RandomisedSliceDataset needs at least one subject")
-        missing = [s.name for s in subjects if s.target is None]
-        if missing:
-            raise ValueError(f"subjects without a 7T target cannot be used to train: {missing}")
+        self._brain = brain_voxels(subjects, "RandomisedSliceDataset")
         self.subjects = subjects
         self.cfg = data_cfg
         self.synth = synth_config(data_cfg)
         self.use_guidance = use_guidance
         self.seed = int(seed)
         self.length = int(length)
-        self._brain = [np.argwhere(s.mask) for s in subjects]
-        for s, b in zip(subjects, self._brain, strict=True):
-            if not len(b):
-                raise ValueError(f"subject {s.name}: empty brain mask")
+        for s in subjects:
             if not np.allclose(s.spacing_mm, s.spacing_mm[0], rtol=0.02):
                 raise ValueError(
                     f"subject {s.name}: randomised inputs need an isotropic 7T grid, got "

@@ -171,6 +171,21 @@ def draw_slice_mm(rng: np.random.Generator, train_slice_mm, native_slice_mm: flo
     return float(rng.uniform(lo, hi)) if hi > lo else lo
 
 
+def brain_voxels(subjects: list[Subject], dataset: str) -> list[np.ndarray]:
+    """Check ``subjects`` can train (at least one, each with a 7T target and a non-empty
+    brain mask); return each one's brain voxel indices (N, 3), where patches are centred."""
+    if not subjects:
+        raise ValueError(f"{dataset} needs at least one subject")
+    missing = [s.name for s in subjects if s.target is None]
+    if missing:
+        raise ValueError(f"subjects without a 7T target cannot be used to train: {missing}")
+    brains = [np.argwhere(s.mask) for s in subjects]
+    for s, b in zip(subjects, brains, strict=True):
+        if not len(b):
+            raise ValueError(f"subject {s.name}: empty brain mask")
+    return brains
+
+
 class SliceDataset(Dataset):
     """Random 2.5-D training patches, each fully determined by ``(seed, index)``.
 
@@ -192,21 +207,13 @@ class SliceDataset(Dataset):
         seed: int = 0,
         length: int = 10**9,
     ):
-        if not subjects:
-            raise ValueError("SliceDataset needs at least one subject")
-        missing = [s.name for s in subjects if s.target is None]
-        if missing:
-            raise ValueError(f"subjects without a 7T target cannot be used to train: {missing}")
+        self._brain = brain_voxels(subjects, "SliceDataset")
         self.subjects = subjects
         self.cfg = dict(data_cfg)
         self.axes = slice_axes(self.cfg)
         self.use_guidance = use_guidance
         self.seed = int(seed)
         self.length = int(length)
-        self._brain = [np.argwhere(s.mask) for s in subjects]
-        for s, b in zip(subjects, self._brain, strict=True):
-            if not len(b):
-                raise ValueError(f"subject {s.name}: empty brain mask")
 
     @property
     def n_condition(self) -> int:
