@@ -38,7 +38,7 @@ def load_schema(name_or_path: str | Path) -> dict:
 
 @cache
 def _packaged_schema(name: str) -> dict:
-    text = resources.files("sr7t.schemas").joinpath(f"{name}.schema.yaml").read_text()
+    text = resources.files("sr7t").joinpath("schemas", f"{name}.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 

@@ -342,7 +342,10 @@ def demo_cohort(i, o, cfg, job):
     job.tracker.log_artifact(samples)
 
 
-RAW_INPUTS = {k: File for k in ("raw", "scan_1p5T", "scan_7T", "coef_1p5T", "coef_7T")}
+# A subject's raw files that exist (a missing one fails its own job, not the DAG), or the demo's
+# raw folder that holds them.
+RAW_COEFS = dict.fromkeys(("raw", "coef_1p5T", "coef_7T"), File)
+RAW_INPUTS = {**RAW_COEFS, "scan_1p5T": File, "scan_7T": File}
 
 
 def _ingest(o: dict, cfg: dict, job: Job, require_7t: bool) -> None:
@@ -398,8 +401,8 @@ def manifest(i, o, cfg, job):
 
 @stage(
     "gradunwarp",
-    inputs={"scan_7T": File, "scan_1p5T": File, **RAW_INPUTS},
-    optional=RAW_INPUTS,
+    inputs={"scan_7T": File, "scan_1p5T": File, **RAW_COEFS},
+    optional=RAW_COEFS,
     outputs={"unwarped_7T": File, "jacobian": File, "dispmag": File, "qc": File},
 )
 def gradunwarp(i, o, cfg, job):
