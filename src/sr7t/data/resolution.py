@@ -23,6 +23,34 @@ import torch
 _TOL = 1e-6
 
 
+def slice_centres(n: int, voxel_mm: float, slice_mm: float, offset_mm: float) -> np.ndarray:
+    """Centres (mm from the first voxel centre) of slices every ``slice_mm`` covering ``n``
+    voxels of ``voxel_mm``, the first at ``offset_mm`` (in [0, slice_mm)), shifted back by one
+    slice when the offset leaves voxel 0 uncovered."""
+    length_mm = (n - 1) * voxel_mm
+    first = offset_mm - slice_mm if offset_mm > 0 else 0.0
+    n_slices = int(np.ceil((length_mm - first) / slice_mm - _TOL)) + 1
+    return first + slice_mm * np.arange(n_slices)
+
+
+def interpolation_matrix(centres: np.ndarray, n: int, voxel_mm: float) -> np.ndarray:
+    """(n, n_slices) linear interpolation from equally spaced slice ``centres`` (mm) to the
+    ``n`` voxel centres, constant beyond the first and last centre: how every acquired input
+    is brought onto the fine grid (training, evaluation and ``sr7t predict`` alike)."""
+    n_slices = len(centres)
+    interp = np.zeros((n, n_slices))
+    if n_slices == 1:
+        interp[:, 0] = 1.0
+        return interp
+    spacing = float(centres[1] - centres[0])
+    pos = np.arange(n) * voxel_mm
+    k = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, n_slices - 2)
+    frac = np.clip((pos - centres[k]) / spacing, 0.0, 1.0)
+    interp[np.arange(n), k] = 1.0 - frac
+    interp[np.arange(n), k + 1] += frac
+    return interp
+
+
 @lru_cache(maxsize=256)
 def _slices_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float):
     """Slice centres (mm from the first voxel centre) and the (n_slices, n) averaging weights."""
@@ -31,13 +59,7 @@ def _slices_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float):
             f"slice spacing {slice_mm} mm is finer than the grid's voxel size {voxel_mm} mm: "
             "a thick-slice acquisition cannot be simulated on this grid"
         )
-    length_mm = (n - 1) * voxel_mm
-    # Enough slices to cover every voxel centre; the first centre is at offset_mm (in
-    # [0, slice_mm)) so shift back by one slice when the offset leaves voxel 0 uncovered.
-    first = offset_mm - slice_mm if offset_mm > 0 else 0.0
-    n_slices = int(np.ceil((length_mm - first) / slice_mm - _TOL)) + 1
-    centres = first + slice_mm * np.arange(n_slices)
-
+    centres = slice_centres(n, voxel_mm, slice_mm, offset_mm)
     vox_lo = (np.arange(n) - 0.5) * voxel_mm
     vox_hi = vox_lo + voxel_mm
     lo = centres[:, None] - slice_mm / 2
@@ -57,20 +79,7 @@ def _slices_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float):
 @lru_cache(maxsize=256)
 def _matrix_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float) -> np.ndarray:
     centres, weights = _slices_cached(n, voxel_mm, slice_mm, offset_mm)
-    n_slices = len(centres)
-
-    # Linear interpolation from slice centres to voxel centres (constant outside).
-    pos = np.arange(n) * voxel_mm
-    interp = np.zeros((n, n_slices))
-    k = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, n_slices - 1)
-    if n_slices == 1:
-        interp[:, 0] = 1.0
-    else:
-        k = np.minimum(k, n_slices - 2)
-        frac = np.clip((pos - centres[k]) / slice_mm, 0.0, 1.0)
-        interp[np.arange(n), k] = 1.0 - frac
-        interp[np.arange(n), k + 1] += frac
-    matrix = interp @ weights
+    matrix = interpolation_matrix(centres, n, voxel_mm) @ weights
     matrix.setflags(write=False)
     return matrix
 

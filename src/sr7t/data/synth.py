@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from sr7t.data.resolution import slice_spacing_matrix
+from sr7t.data.resolution import interpolation_matrix, slice_centres, slice_spacing_matrix
 
 PROFILES = ("box", "gauss")
 
@@ -78,10 +78,7 @@ def acquisition_matrix(
 
 @lru_cache(maxsize=512)
 def _matrix(n, voxel_mm, spacing, width, profile, offset):
-    first = offset - spacing if offset > 0 else 0.0
-    length = (n - 1) * voxel_mm
-    n_slices = int(math.ceil((length - first) / spacing - 1e-9)) + 1
-    centres = first + spacing * np.arange(n_slices)
+    centres = slice_centres(n, voxel_mm, spacing, offset)
     # Integrate the profile over each voxel's extent with 8 sub-samples per voxel.
     sub = (np.arange(8) + 0.5) / 8 - 0.5
     pos = (np.arange(n)[:, None] + sub[None]) * voxel_mm  # (n, 8)
@@ -96,16 +93,7 @@ def _matrix(n, voxel_mm, spacing, width, profile, offset):
     nearest = np.clip(np.round(centres / voxel_mm).astype(int), 0, n - 1)
     weights[empty, nearest[empty]] = 1.0
     weights /= weights.sum(1, keepdims=True)
-    grid = np.arange(n) * voxel_mm
-    interp = np.zeros((n, n_slices))
-    if n_slices == 1:
-        interp[:, 0] = 1.0
-    else:
-        k = np.clip(np.searchsorted(centres, grid, side="right") - 1, 0, n_slices - 2)
-        frac = np.clip((grid - centres[k]) / spacing, 0.0, 1.0)
-        interp[np.arange(n), k] = 1.0 - frac
-        interp[np.arange(n), k + 1] += frac
-    matrix = interp @ weights
+    matrix = interpolation_matrix(centres, n, voxel_mm) @ weights
     matrix.setflags(write=False)
     return matrix
 
