@@ -40,10 +40,6 @@ def geometry_planes(slice_mm: float, inplane_mm: float, shape) -> np.ndarray:
     return np.broadcast_to(values[:, None, None], (2, *shape)).astype(np.float32)
 
 
-def synth_config(data_cfg: dict) -> dict:
-    return data_cfg["synth"]
-
-
 class RandomisedSliceDataset(Dataset):
     """Randomised 2.5-D training patches, each fully determined by ``(seed, index)``.
 
@@ -64,7 +60,7 @@ class RandomisedSliceDataset(Dataset):
         self._brain = brain_voxels(subjects, "RandomisedSliceDataset")
         self.subjects = subjects
         self.cfg = data_cfg
-        self.synth = synth_config(data_cfg)
+        self.synth = data_cfg["synth"]
         self.use_guidance = use_guidance
         self.seed = int(seed)
         self.length = int(length)

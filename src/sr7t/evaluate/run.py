@@ -148,8 +148,9 @@ def evaluate_model(
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
-    ``cfg``: the ``evaluate`` config (``resolutions_mm``, ``axes``, ``isotropic``,
-    ``pipeline``, ``roi_mm``, ``noise``, ``batch_size``). ``truth_root``: the demo's truth
+    ``cfg``: the resolved ``evaluate`` config (:func:`sr7t.config.resolve`: ``resolutions_mm``,
+    ``axes``, ``isotropic``, ``pipeline``, ``roi_mm``, ``noise``, ``n_samples``, ``tissue``,
+    ``batch_size``; defaults live in the schema only). ``truth_root``: the demo's truth
     folder (``<raw>/truth``, one folder per subject) or None for cohorts without truth.
     Each output gets its own monotone intensity map to the reference inside the brain
     (:func:`sr7t.evaluate.metrics.contrast_neutral_metrics`). ``pred_pattern`` has
@@ -178,10 +179,10 @@ def evaluate_model(
             raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
         cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
         for cell in cells:
-            inp = cell_input(cell, arrays, truth, float(cfg.get("noise", 0.03)))
+            inp = cell_input(cell, arrays, truth, float(cfg["noise"]))
             margin = 4 + int(meta["context_slices"]) if meta else 0
-            box = roi(inp["mask"], arrays["spacing_mm"], cfg.get("roi_mm"), margin)
-            inner = roi(inp["mask"], arrays["spacing_mm"], cfg.get("roi_mm"))
+            box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], margin)
+            inner = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"])
             local = tuple(
                 slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
             )
@@ -196,13 +197,13 @@ def evaluate_model(
                 condition = np.concatenate([inp["t1"][None], arrays["condition"][1:]], axis=0)[
                     (slice(None), *box)
                 ]
-                n_samples = 1 if meta.get("deterministic") else int(cfg.get("n_samples", 1))
+                n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
                 samples = [
                     predict_volume(
                         model,
                         meta,
                         condition,
-                        batch_size=int(cfg.get("batch_size", 16)),
+                        batch_size=int(cfg["batch_size"]),
                         device=device,
                         progress=False,
                         seed=seed,
@@ -228,7 +229,7 @@ def evaluate_model(
             stripe_axis = inp["thick_axis"]
             scores["striping"] = striping_ratio(pred, reference, mask, stripe_axis)
             label = cell_label(cell)
-            if cfg.get("tissue", True) and cell == tissue_cell(cells):
+            if cfg["tissue"] and cell == tissue_cell(cells):
                 scores |= _tissue_scores(pred, reference, mask, reference_labels, subject)
             save_volume(
                 pred_pattern.format(subject=subject, cell=label),

@@ -421,15 +421,12 @@ class DiffusionTrainer:
     def train_inplane_mm(self) -> list[float]:
         """The in-plane resolutions (mm) the model saw: drawn when randomised, else the
         paired 1.5T's own."""
-        voxel = float(min(s.spacing_mm.min() for s in self.train_subjects))
-        if self.randomised:
-            from sr7t.data.randomised import synth_config
-
-            lo, hi = synth_config(self.data_cfg)["inplane_mm"]
-            natives = [float(s.native_spacing_mm[:2].max()) for s in self.train_subjects]
-            return [max(float(lo), voxel), max(float(hi), max(natives))]
         natives = [float(s.native_spacing_mm[:2].max()) for s in self.train_subjects]
-        return [min(natives), max(natives)]
+        if not self.randomised:
+            return [min(natives), max(natives)]
+        voxel = float(min(s.spacing_mm.min() for s in self.train_subjects))
+        lo, hi = self.data_cfg["synth"]["inplane_mm"]
+        return [max(float(lo), voxel), max(float(hi), max(natives))]
 
     # ----- shared helpers -------------------------------------------------------------
     def x0_cond(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
