@@ -93,3 +93,47 @@ def test_real_fraction_one_uses_the_paired_scan_along_z(subjects):
         e = ds[i]
         assert int(e["origin"][1]) == 2 and int(e["origin"][3]) == 1
         assert float(e["slice_mm"]) >= subjects[0].native_slice_mm - 1e-6
+
+
+def test_input_contrast_target_differs_from_the_input_only_by_the_acquisition(subjects):
+    """With ``target_contrast: input`` the target is the input's own contrast and bias: with
+    no noise and an acquisition at the grid's resolution, input and target are nearly equal;
+    with the 7T target they are not (the random contrast)."""
+    synth_cfg = {
+        "real_fraction": 0.0,
+        "inplane_mm": [VOXEL_MM, VOXEL_MM],
+        "noise": [0, 0],
+        "gap_fraction": [0.0, 0.0],
+    }
+    fine = [VOXEL_MM, VOXEL_MM]
+    same = data_config(train_slice_mm=fine, synth={**synth_cfg, "target_contrast": "input"})
+    other = data_config(train_slice_mm=fine, synth={**synth_cfg, "target_contrast": "7T"})
+    ds_same, ds_other = (
+        RandomisedSliceDataset(subjects, same),
+        RandomisedSliceDataset(subjects, other),
+    )
+    gaps_same, gaps_other = [], []
+    for i in range(12):
+        e, f = ds_same[i], ds_other[i]
+        m = e["mask"] > 0
+        gaps_same.append(float(torch.abs(e["target"] - e["base"])[m].mean()))
+        gaps_other.append(float(torch.abs(f["target"] - f["base"])[m].mean()))
+    # what is left is the Gaussian profile's blur at one voxel
+    assert np.mean(gaps_same) < 0.02 < 0.2 * np.mean(gaps_other)
+
+
+def test_real_input_contrast_target_is_the_7t_mapped_to_the_paired_scan(subjects):
+    """For the real 1.5T, the input-contrast target is the 7T on the 1.5T's intensities:
+    closer to the 1.5T than the 7T is (what remains is the 1.5T's thick slices and noise), and
+    the examples' targets are drawn from it."""
+    cfg = data_config(synth={"real_fraction": 1.0, "target_contrast": "input"})
+    ds = RandomisedSliceDataset(subjects, cfg)
+    s = subjects[0]
+    m = s.mask > 0
+    mapped = ds.real_target(0)
+    rms = lambda a: float(np.sqrt(np.mean((a[m] - s.t1[m]) ** 2)))  # noqa: E731
+    assert rms(mapped) < 0.7 * rms(s.target)
+    e = ds[0]
+    k = int(e["origin"][0])
+    assert float(e["target"].max()) <= float(ds.real_target(k).max()) + 1e-5
+    assert not torch.allclose(e["target"], torch.zeros_like(e["target"]))

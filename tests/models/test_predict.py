@@ -58,6 +58,20 @@ def test_plan_is_followed_exactly(condition, axes):
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_input_contrast_models_are_mapped_to_the_7t_contrast(condition):
+    """A model trained in the input's contrast gets its ``contrast_map`` (here: x -> 2x on
+    [0, 10]) after the residual is added; a 7T-contrast model does not."""
+    cmap = {"from": [0.0, 10.0], "to": [0.0, 20.0]}
+    plain_out = predict_volume(PlanOracle(1), META, condition, progress=False)
+    meta = {**META, "output_contrast": "input", "contrast_map": cmap}
+    mapped = predict_volume(PlanOracle(1), meta, condition, progress=False)
+    np.testing.assert_allclose(mapped, 2 * np.clip(plain_out, 0, 10), atol=1e-5)
+    same = predict_volume(
+        PlanOracle(1), {**meta, "output_contrast": "7T"}, condition, progress=False
+    )
+    np.testing.assert_array_equal(same, plain_out)
+
+
 def test_real_model_shape_finite_deterministic(condition):
     torch.manual_seed(0)
     arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}

@@ -17,7 +17,13 @@ fine ones. The condition channels are, in order:
 With probability ``synth.real_fraction`` the input is the subject's real registered 1.5T
 (thick along z as acquired, re-acquired at a coarser spacing when drawn), without warping:
 the real scanner's appearance stays in the mix. Otherwise the input is made from the warped
-7T target (random contrast, bias, noise, acquisition). The target is the warped 7T either way.
+7T target (random contrast, bias, noise, acquisition).
+
+The target (``synth.target_contrast``): ``7T``, the warped 7T itself (the network translates
+contrast too); or ``input``, the warped 7T in the input's own contrast and shading — the same
+random map and bias as the input, or for the real 1.5T the 7T mapped onto its intensities
+(:func:`sr7t.data.contrast.target_in_input_contrast`) — so the network learns resolution only
+and the 7T contrast comes from one global map (:mod:`sr7t.data.contrast`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sr7t.data import synth
+from sr7t.data.contrast import target_in_input_contrast
 from sr7t.data.slices import Subject, brain_voxels
 
 GEOMETRY_CHANNELS = ("slice_mm", "inplane_mm")
@@ -70,6 +77,9 @@ class RandomisedSliceDataset(Dataset):
                     f"subject {s.name}: randomised inputs need an isotropic 7T grid, got "
                     f"{s.spacing_mm.tolist()} mm"
                 )
+        self.input_contrast = self.synth["target_contrast"] == "input"
+        # the real 1.5T's targets in its own contrast, made once per subject when drawn
+        self._real_targets: dict[int, np.ndarray] = {}
 
     @property
     def n_condition(self) -> int:
@@ -79,6 +89,15 @@ class RandomisedSliceDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def real_target(self, k: int) -> np.ndarray:
+        """Subject ``k``'s 7T in the contrast and shading of its registered 1.5T."""
+        if k not in self._real_targets:
+            s = self.subjects[k]
+            self._real_targets[k] = target_in_input_contrast(
+                s.target, s.t1, s.mask, float(s.spacing_mm[0])
+            )
+        return self._real_targets[k]
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])
@@ -103,6 +122,8 @@ class RandomisedSliceDataset(Dataset):
         mid = CONTEXT_MARGIN + c
         target = synth.sample(subj.target, coords[:, mid])
         mask = synth.sample(subj.mask.astype(np.float32), coords[:, mid]) > 0.5
+        if real and self.input_contrast:
+            target = synth.sample(self.real_target(k), coords[:, mid])
 
         if real:
             native = subj.native_spacing_mm
@@ -124,6 +145,8 @@ class RandomisedSliceDataset(Dataset):
                 rng, synth.sample(subj.target, coords), self.synth["gamma"]
             )
             block = block * np.exp(synth.smooth_log_bias(rng, block.shape, self.synth["bias_log"]))
+            if self.input_contrast:  # the same coordinates as the target plane
+                target = block[mid].copy()
             block = synth.rician(rng, block, float(rng.uniform(*self.synth["noise"])))
             block = synth.acquire(block, voxel, acq, thick_axis=2, inplane_axes=(0, 1))
             slice_mm, inplane, offset = acq.slice_mm, acq.inplane_mm, acq.offset_mm

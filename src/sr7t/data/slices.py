@@ -277,3 +277,15 @@ def estimate_residual_scale(subjects: list[Subject]) -> float:
     """
     res = np.concatenate([(s.target - s.t1)[s.mask] for s in subjects])
     return float(max(2.0 * res.std(), 1e-3))
+
+
+def sampled_residual_scale(dataset, n: int | None = None) -> float:
+    """Twice the in-mask standard deviation of ``target - base`` over ``n`` examples of
+    ``dataset`` (all of them by default): :func:`estimate_residual_scale` for datasets whose
+    targets are made per example (randomised inputs in the input's contrast)."""
+    n = len(dataset) if n is None else int(n)
+    res = []
+    for i in range(n):
+        item = dataset[i]
+        res.append((item["target"] - item["base"])[item["mask"] > 0].numpy())
+    return float(max(2.0 * np.concatenate(res).std(), 1e-3))

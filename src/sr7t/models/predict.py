@@ -85,8 +85,8 @@ def predict_volume(
     last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``;
     starting noise from ``seed``); planes are zero-padded to the UNet's size multiple and
     cropped back; the residual is added to the input channel. With several plane axes the
-    predictions are averaged (orthogonal-plane fusion). Returns float32 (X, Y, Z) in
-    normalised 7T units.
+    predictions are averaged (orthogonal-plane fusion), then mapped to the 7T contrast
+    (:func:`to_output_contrast`). Returns float32 (X, Y, Z) in normalised 7T units.
     """
     if device is None:
         device = next(model.parameters()).device
@@ -127,8 +127,18 @@ def predict_volume(
         # (N, A, Z) back to the frame's (X, Y, Z)
         out += np.moveaxis(residual, 0, axis)
     bar.close()
-    pred = (t1 + out / len(axes)).astype(np.float32)
+    pred = to_output_contrast(meta, (t1 + out / len(axes)).astype(np.float32))
     return np.moveaxis(pred, 2, int(thick_axis))
+
+
+def to_output_contrast(meta: dict, pred: np.ndarray) -> np.ndarray:
+    """A model that super-resolves in the input's contrast (``meta["output_contrast"]`` is
+    ``input``) gets the 7T's through its global monotone ``contrast_map``; others as they are."""
+    if meta.get("output_contrast") != "input":
+        return pred
+    from sr7t.data.contrast import quantile_map
+
+    return quantile_map(pred, meta["contrast_map"])
 
 
 def _sample_padded(model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device):
@@ -170,4 +180,5 @@ def predict_plane(
     residual = _sample_padded(
         model, torch.from_numpy(planes), int(meta["sampling_steps"]), noise, device
     )
-    return np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])
+    plane = np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])
+    return to_output_contrast(meta, plane)

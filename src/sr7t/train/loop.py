@@ -39,11 +39,13 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sr7t.data.contrast import fit_quantile_map
 from sr7t.data.slices import (
     SliceDataset,
     Subject,
     estimate_residual_scale,
     load_subject,
+    sampled_residual_scale,
     slice_axes,
 )
 from sr7t.errors import TrainingOOM
@@ -340,7 +342,11 @@ class DiffusionTrainer:
         for s in self.train_subjects + self.val_subjects:
             if s.channels != self.channels:
                 raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
-        self.residual_scale = estimate_residual_scale(self.train_subjects)
+        self.residual_scale = (
+            sampled_residual_scale(self.make_dataset(self.train_subjects, seed=1, length=64))
+            if self.output_contrast == "input"
+            else estimate_residual_scale(self.train_subjects)
+        )
         self.sampling_steps = int(teacher["sampling_steps"])
 
     @property
@@ -351,6 +357,14 @@ class DiffusionTrainer:
     def randomised(self) -> bool:
         """Randomised inputs (:mod:`sr7t.data.randomised`) or the paired 1.5T as acquired."""
         return self.data_cfg["inputs"] == "randomised"
+
+    @property
+    def output_contrast(self) -> str:
+        """``input``: the network super-resolves in the input's contrast and one global map
+        (``meta["contrast_map"]``) gives the 7T's; ``7T``: the network translates contrast."""
+        if not self.randomised:
+            return "7T"
+        return str(self.data_cfg["synth"]["target_contrast"])
 
     def make_dataset(self, subjects: list[Subject], seed: int, length: int):
         if self.randomised:
@@ -409,11 +423,17 @@ class DiffusionTrainer:
             "spacing_mm_seen": [spacings.min(0).tolist(), spacings.max(0).tolist()],
             "residual_scale": self.residual_scale,
             "inputs": self.data_cfg["inputs"],
+            "output_contrast": self.output_contrast,
+            "contrast_map": fit_quantile_map(
+                [s.t1 for s in subjects], [s.target for s in subjects], [s.mask for s in subjects]
+            ),
             "geometry_channels": self.randomised,
             "train_inplane_mm": self.train_inplane_mm(),
             "normalisation": (
                 "every scan divided by its 99th percentile inside the brain mask; the model "
-                "predicts (7T - 1.5T) / residual_scale on the 7T grid"
+                "predicts (target - 1.5T) / residual_scale on the 7T grid, the target being the "
+                "7T (output_contrast 7T) or the 7T in the input's contrast (input), then mapped "
+                "to the 7T's by contrast_map (1.5T -> 7T quantiles of the training subjects)"
             ),
             "config": self.config,
         }
