@@ -1,5 +1,6 @@
 """Train one model variant on a cohort's training subjects, outside the workflow, for a choice
-made on the validation subjects (score it with benchmarks/validate.py --model-file).
+made on the validation subjects (score it with benchmarks/validate.py --model-file). With
+``--kind chain`` the teacher and every distillation stage; ``model.pt`` is the final model.
 
     .venv/bin/python benchmarks/train_variant.py --name reg_mild --kind regression \
         --set data.synth.gamma=[0.8,1.25] --set distill.steps_per_stage=[900,0]
@@ -39,7 +40,12 @@ def override(cfg: dict, assignment: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--name", required=True)
-    ap.add_argument("--kind", choices=["regression", "teacher"], default="regression")
+    ap.add_argument(
+        "--kind",
+        choices=["regression", "teacher", "chain"],
+        default="regression",
+        help="chain: the teacher, then every distillation stage from its parent",
+    )
     ap.add_argument("--results", default="results")
     ap.add_argument("--cohort", default="demo")
     ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
@@ -69,18 +75,26 @@ def main(argv=None) -> int:
 
     with job_run("train_variant", a.cohort, {"name": a.name}, results_dir=str(root)) as tracker:
         tracker.log_params({"kind": a.kind, "overrides": " ".join(a.set)})
+        args = (files("train"), files("val"), copy.deepcopy(cfg))
+        log = tracker.log_metrics
         if a.kind == "regression":
-            from sr7t.train.regression import train_regression as train
+            from sr7t.train.regression import train_regression
+
+            summary = train_regression(*args, out / "model.pt", out / "checkpoints", log)
         else:
-            from sr7t.train.teacher import train_teacher as train
-        summary = train(
-            files("train"),
-            files("val"),
-            copy.deepcopy(cfg),
-            out / "model.pt",
-            out / "checkpoints",
-            metrics_cb=tracker.log_metrics,
-        )
+            from sr7t.train.teacher import train_teacher
+
+            teacher = out / ("model.pt" if a.kind == "teacher" else "teacher.pt")
+            summary = train_teacher(*args, teacher, out / "checkpoints", log)
+        if a.kind == "chain":
+            from sr7t.distill.stage import distill_stage
+
+            parent, k_last = teacher, int(cfg["distill"]["stages"])
+            for k in range(1, k_last + 1):
+                model = out / ("model.pt" if k == k_last else f"student_stage{k}.pt")
+                ckpt = out / f"checkpoints_stage{k}"
+                summary = distill_stage(parent, *args, k, model, ckpt, log)
+                parent = model
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps({"model": str(out / "model.pt"), "seconds": summary.get("seconds")}))
     return 0

@@ -35,6 +35,12 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["bspline", "teacher"])
     ap.add_argument("--model-file", action="append", default=[], help="NAME=PATH (a bundle)")
     ap.add_argument("--out", default=None, help="folder (default results/<cohort>/validation)")
+    ap.add_argument(
+        "--split",
+        default="val",
+        help="subjects to score (default val; test only to measure, never to choose: "
+        "benchmarks/seed_spread.py)",
+    )
     a = ap.parse_args(argv)
 
     import yaml
@@ -43,9 +49,9 @@ def main(argv=None) -> int:
     eval_cfg = cfg["evaluate"]
     root = Path(a.results)
     manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
-    val = sorted(manifest.loc[manifest["split"] == "val", "subject"].unique())
+    val = sorted(manifest.loc[manifest["split"] == a.split, "subject"].unique())
     if not val:
-        print(f"cohort {a.cohort} has no validation subjects", file=sys.stderr)
+        print(f"cohort {a.cohort} has no {a.split} subjects", file=sys.stderr)
         return 2
     files = [str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in val]
     truth = paths.path("demo_truth_root", root, cohort=a.cohort)
@@ -71,7 +77,7 @@ def main(argv=None) -> int:
     summary = summary_table(table)
     summary.to_csv(out / "summary.tsv", sep="\t", index=False, float_format="%.6g")
     gains = summary[(summary["kind"] == "gain") & (summary["resolution_mm"] < 0)]
-    print(f"validation subjects {val}; gain over bspline, mean [95 % CI] over units:")
+    print(f"{a.split} subjects {val}; gain over bspline, mean [95 % CI] over units:")
     for _, r in gains.iterrows():
         print(
             f"  {r['input']:9s} {r['metric']:5s} {r['model']:16s} "

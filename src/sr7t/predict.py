@@ -57,18 +57,18 @@ def refined_grid(shape, affine: np.ndarray, voxel_mm: float):
     return tuple(int(v) for v in m), np.asarray(affine) @ step, f
 
 
-def upsample_linear(volume: np.ndarray, shape) -> np.ndarray:
-    """``volume`` linearly interpolated onto :func:`refined_grid`'s ``shape`` (constant beyond
-    the first and last voxel centre): how training brought acquired slices onto the grid."""
+def upsample(volume: np.ndarray, shape, order: int = 1) -> np.ndarray:
+    """``volume`` interpolated onto :func:`refined_grid`'s ``shape`` with spline ``order`` (1
+    linear, 3 cubic B-spline; constant beyond the first and last voxel centre): how training
+    brought acquired slices onto the grid (:func:`sr7t.data.resolution.interpolation_matrix`)."""
+    from sr7t.data.resolution import interpolation_matrix
+
     out = np.asarray(volume, dtype=np.float64)
     for axis, m in enumerate(shape):
         n = out.shape[axis]
-        pos = np.clip((np.arange(m) + 0.5) * n / m - 0.5, 0, n - 1)
-        lo = np.minimum(np.floor(pos).astype(int), max(n - 2, 0))
-        frac = pos - lo
-        mat = np.zeros((m, n))
-        mat[np.arange(m), lo] = 1.0 - frac
-        mat[np.arange(m), np.minimum(lo + 1, n - 1)] += frac
+        # the old voxel centres in units of the new voxel: k * m / n + (m / n - 1) / 2
+        centres = (np.arange(n) + 0.5) * m / n - 0.5
+        mat = interpolation_matrix(centres, m, 1.0, order)
         out = np.moveaxis(np.moveaxis(out, axis, -1) @ mat.T, -1, axis)
     return out.astype(np.float32)
 
@@ -120,7 +120,7 @@ def predict_scan(
     from sr7t.config import bundle_config
     from sr7t.data.dataset import condition_channels
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import predict_volume
+    from sr7t.models.predict import input_order, predict_volume
     from sr7t.preprocess import gnl
     from sr7t.preprocess.brain import resolve_brain_mask
     from sr7t.preprocess.masks import head_mask
@@ -140,7 +140,7 @@ def predict_scan(
     corrected, bias = n4_correct(data, affine, mask=brain, **n4)
     voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
     shape, grid, _ = refined_grid(data.shape, affine, voxel_mm)
-    t1 = upsample_linear(corrected, shape)
+    t1 = upsample(corrected, shape, input_order(meta))
     if coef:
         coeffs = gnl.read_coefficients(coef)
         jac = gnl.jacobian_determinant(coeffs, shape, grid)
@@ -150,9 +150,9 @@ def predict_scan(
     if mask_kind == "head":
         mask = head_mask(t1, grid).astype(bool)
     else:
-        mask = upsample_linear(brain.astype(np.float32), shape) > 0.5
+        mask = upsample(brain.astype(np.float32), shape) > 0.5
         t1 = np.where(mask, t1, 0.0).astype(np.float32)  # brain extraction
-    condition, _ = condition_channels(t1, upsample_linear(bias, shape), jac, disp, bool(coef), mask)
+    condition, _ = condition_channels(t1, upsample(bias, shape), jac, disp, bool(coef), mask)
     pred = predict_volume(
         model,
         meta,

@@ -137,3 +137,29 @@ def test_real_input_contrast_target_is_the_7t_mapped_to_the_paired_scan(subjects
     k = int(e["origin"][0])
     assert float(e["target"].max()) <= float(ds.real_target(k).max()) + 1e-5
     assert not torch.allclose(e["target"], torch.zeros_like(e["target"]))
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+def test_fine_examples_are_the_target_itself_without_noise(subjects, interpolation):
+    """``fine_fraction: 1``: every example is acquired at the grid's resolution; without noise
+    the input in the input's contrast is exactly the target, whatever the interpolation."""
+    synth_cfg = {"real_fraction": 0.0, "fine_fraction": 1.0, "noise": [0, 0]}
+    cfg = data_config(interpolation=interpolation, synth={**synth_cfg, "target_contrast": "input"})
+    ds = RandomisedSliceDataset(subjects, cfg)
+    for i in range(4):
+        e = ds[i]
+        assert float(e["slice_mm"]) == pytest.approx(VOXEL_MM)
+        np.testing.assert_allclose(e["base"].numpy(), e["target"].numpy(), atol=1e-5)
+
+
+def test_cubic_interpolation_is_closer_to_the_target_than_linear(subjects):
+    """The same acquisitions brought back with a cubic B-spline lie closer to the target."""
+    synth_cfg = {"real_fraction": 0.0, "noise": [0, 0], "target_contrast": "input"}
+    errors = {}
+    for interpolation in ("linear", "cubic"):
+        cfg = data_config(interpolation=interpolation, train_slice_mm=[4.0, 6.0], synth=synth_cfg)
+        ds = RandomisedSliceDataset(subjects, cfg)
+        errors[interpolation] = np.mean(
+            [float(((ds[i]["base"] - ds[i]["target"]) ** 2).mean()) for i in range(16)]
+        )
+    assert errors["cubic"] < errors["linear"]

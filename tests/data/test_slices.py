@@ -110,3 +110,8 @@ def test_residual_scale(subjects):
     scale = estimate_residual_scale(subjects)
     res = np.concatenate([(s.target - s.t1)[s.mask] for s in subjects])
     assert scale == pytest.approx(2 * res.std())
+
+
+def test_paired_inputs_refuse_a_cubic_grid_interpolation(subjects):
+    with pytest.raises(ValueError, match="data.interpolation"):
+        SliceDataset(subjects, {**CFG, "interpolation": "cubic"})

@@ -7,7 +7,7 @@ import torch
 
 from sr7t.models.diffusion import Denoiser
 from sr7t.models.predict import predict_volume
-from sr7t.predict import acquisition_geometry, refined_grid, upsample_linear
+from sr7t.predict import acquisition_geometry, refined_grid, upsample
 
 
 def _oblique(spacing, angle_deg=20.0, flip_x=True):
@@ -51,11 +51,18 @@ def test_refined_grid_keeps_the_field_of_view_to_the_voxel_edges():
     np.testing.assert_allclose(edges(new_shape, new_affine), edges(shape, affine), atol=1e-9)
     # a linear ramp stays a ramp in world space (no shift of the content)
     ramp = np.broadcast_to(np.arange(9, dtype=np.float32), shape)
-    up = upsample_linear(ramp, new_shape)
+    up = upsample(ramp, new_shape)
     centre_old = nib.affines.apply_affine(affine, [0, 0, 4])
     k = np.argmin(np.abs(np.arange(36) - (4 + 0.5) * 36 / 9 + 0.5))
     assert up[0, 0, k] == pytest.approx(4.0, abs=0.2)
     assert np.linalg.norm(nib.affines.apply_affine(new_affine, [0, 0, k]) - centre_old) < 1.5
+    # cubic: the same ramp, and a smooth curve closer than linear
+    np.testing.assert_allclose(upsample(ramp, new_shape, 3), up, atol=1e-4)
+    fine_pos = (np.arange(36) + 0.5) * 9 / 36 - 0.5
+    curve = np.broadcast_to(np.sin(np.arange(9) / 2.0).astype(np.float32), shape)
+    truth = np.sin(np.clip(fine_pos, 0, 8) / 2.0)
+    errors = [np.abs(upsample(curve, new_shape, o)[0, 0] - truth).max() for o in (1, 3)]
+    assert errors[1] < 0.25 * errors[0]
 
 
 def test_thick_axis_moves_the_frame_exactly():

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from sr7t.data import synth
 from sr7t.data.contrast import target_in_input_contrast
+from sr7t.data.resolution import INTERPOLATION_ORDER
 from sr7t.data.slices import Subject, brain_voxels
 
 GEOMETRY_CHANNELS = ("slice_mm", "inplane_mm")
@@ -78,6 +79,7 @@ class RandomisedSliceDataset(Dataset):
                     f"{s.spacing_mm.tolist()} mm"
                 )
         self.input_contrast = self.synth["target_contrast"] == "input"
+        self.order = INTERPOLATION_ORDER[data_cfg["interpolation"]]
         # the real 1.5T's targets in its own contrast, made once per subject when drawn
         self._real_targets: dict[int, np.ndarray] = {}
 
@@ -132,8 +134,12 @@ class RandomisedSliceDataset(Dataset):
             )
             slice_mm = max(acq.slice_mm, float(native[2]))
             block = synth.sample(subj.t1, coords)
-            if slice_mm > native[2] * 1.001:
-                m = synth.acquisition_matrix(size, voxel, slice_mm, offset_mm=acq.offset_mm)
+            if slice_mm > native[2] * 1.001 or self.order != 1:
+                # re-acquired (at its own spacing too when the grid interpolation is not the
+                # registration's linear one)
+                m = synth.acquisition_matrix(
+                    size, voxel, slice_mm, offset_mm=acq.offset_mm, order=self.order
+                )
                 block = synth.apply_along(block, m, 2)
             inplane = float(max(native[0], native[1]))
             offset = acq.offset_mm
@@ -148,7 +154,7 @@ class RandomisedSliceDataset(Dataset):
             if self.input_contrast:  # the same coordinates as the target plane
                 target = block[mid].copy()
             block = synth.rician(rng, block, float(rng.uniform(*self.synth["noise"])))
-            block = synth.acquire(block, voxel, acq, thick_axis=2, inplane_axes=(0, 1))
+            block = synth.acquire(block, voxel, acq, 2, (0, 1), self.order)
             slice_mm, inplane, offset = acq.slice_mm, acq.inplane_mm, acq.offset_mm
 
         planes = block[CONTEXT_MARGIN : CONTEXT_MARGIN + 2 * c + 1]

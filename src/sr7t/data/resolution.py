@@ -33,17 +33,29 @@ def slice_centres(n: int, voxel_mm: float, slice_mm: float, offset_mm: float) ->
     return first + slice_mm * np.arange(n_slices)
 
 
-def interpolation_matrix(centres: np.ndarray, n: int, voxel_mm: float) -> np.ndarray:
-    """(n, n_slices) linear interpolation from equally spaced slice ``centres`` (mm) to the
-    ``n`` voxel centres, constant beyond the first and last centre: how every acquired input
-    is brought onto the fine grid (training, evaluation and ``sr7t predict`` alike)."""
+INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
+
+
+def interpolation_matrix(
+    centres: np.ndarray, n: int, voxel_mm: float, order: int = 1
+) -> np.ndarray:
+    """(n, n_slices) interpolation from equally spaced slice ``centres`` (mm) to the ``n`` voxel
+    centres, constant beyond the first and last centre: how every acquired input is brought
+    onto the fine grid (training, evaluation and ``sr7t predict`` alike). ``order`` 1: linear;
+    3: cubic B-spline (scipy's ``make_interp_spline``, not-a-knot ends)."""
     n_slices = len(centres)
     interp = np.zeros((n, n_slices))
     if n_slices == 1:
         interp[:, 0] = 1.0
         return interp
-    spacing = float(centres[1] - centres[0])
     pos = np.arange(n) * voxel_mm
+    if order != 1:
+        from scipy.interpolate import make_interp_spline
+
+        k = min(int(order), n_slices - 1)
+        clipped = np.clip(pos, centres[0], centres[-1])
+        return make_interp_spline(centres, np.eye(n_slices), k=k, axis=0)(clipped)
+    spacing = float(centres[1] - centres[0])
     k = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, n_slices - 2)
     frac = np.clip((pos - centres[k]) / spacing, 0.0, 1.0)
     interp[np.arange(n), k] = 1.0 - frac
@@ -77,46 +89,29 @@ def _slices_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float):
 
 
 @lru_cache(maxsize=256)
-def _matrix_cached(n: int, voxel_mm: float, slice_mm: float, offset_mm: float) -> np.ndarray:
+def _matrix_cached(
+    n: int, voxel_mm: float, slice_mm: float, offset_mm: float, order: int = 1
+) -> np.ndarray:
     centres, weights = _slices_cached(n, voxel_mm, slice_mm, offset_mm)
-    matrix = interpolation_matrix(centres, n, voxel_mm) @ weights
+    matrix = interpolation_matrix(centres, n, voxel_mm, order) @ weights
     matrix.setflags(write=False)
     return matrix
 
 
-def _spline_back(volume, voxel_z_mm, slice_mm, axis, offset_mm, order):
-    from scipy.interpolate import make_interp_spline
-
-    n = volume.shape[axis]
-    _matrix_cached(n, float(voxel_z_mm), float(slice_mm), 0.0)  # validates the geometry
-    centres, weights = _slices_cached(
-        n, float(voxel_z_mm), float(slice_mm), round(float(offset_mm) % float(slice_mm), 9)
-    )
-    moved = np.moveaxis(volume.astype(np.float64), axis, -1)
-    samples = moved @ weights.T
-    k = min(order, len(centres) - 1)
-    if k < 1:
-        out = np.repeat(samples, n, axis=-1)
-    else:
-        pos = np.clip(np.arange(n) * voxel_z_mm, centres[0], centres[-1])
-        out = make_interp_spline(centres, samples, k=k, axis=-1)(pos)
-    dtype = np.float32 if volume.dtype == np.float32 else np.float64
-    return np.moveaxis(out, -1, axis).astype(dtype)
-
-
 def slice_spacing_matrix(
-    n: int, voxel_mm: float, slice_mm: float, offset_mm: float = 0.0
+    n: int, voxel_mm: float, slice_mm: float, offset_mm: float = 0.0, order: int = 1
 ) -> np.ndarray:
     """The ``(n, n)`` float64 matrix ``M`` with ``degraded_line = M @ line``.
 
     ``n`` voxels of size ``voxel_mm`` along the axis; slices of thickness = spacing
     ``slice_mm`` whose first centre lies ``offset_mm`` (taken modulo ``slice_mm``) from the first
-    voxel centre. Rows sum to 1. Raises ``ValueError`` if ``slice_mm < voxel_mm``.
+    voxel centre, interpolated back with spline ``order`` (1 or 3). Rows sum to 1. Raises
+    ``ValueError`` if ``slice_mm < voxel_mm``.
     """
     if n < 1 or voxel_mm <= 0 or slice_mm <= 0:
         raise ValueError(f"bad geometry: n={n}, voxel_mm={voxel_mm}, slice_mm={slice_mm}")
     offset = float(offset_mm) % float(slice_mm)
-    return _matrix_cached(int(n), float(voxel_mm), float(slice_mm), round(offset, 9))
+    return _matrix_cached(int(n), float(voxel_mm), float(slice_mm), round(offset, 9), int(order))
 
 
 def simulate_slice_spacing(
@@ -137,10 +132,8 @@ def simulate_slice_spacing(
     model's training degradation and the ``trilinear`` baseline) or 3 (cubic B-spline, the
     ``bspline`` baseline; constant beyond the first and last slice centres as well).
     """
-    if order != 1:
-        return _spline_back(np.asarray(volume), voxel_z_mm, slice_mm, axis, offset_mm, order)
     volume = np.asarray(volume)
-    matrix = slice_spacing_matrix(volume.shape[axis], voxel_z_mm, slice_mm, offset_mm)
+    matrix = slice_spacing_matrix(volume.shape[axis], voxel_z_mm, slice_mm, offset_mm, order)
     dtype = np.float32 if volume.dtype == np.float32 else np.float64
     moved = np.moveaxis(volume, axis, -1).astype(np.float64, copy=False)
     out = moved @ matrix.T

@@ -207,6 +207,11 @@ class SliceDataset(Dataset):
         seed: int = 0,
         length: int = 10**9,
     ):
+        if data_cfg.get("interpolation", "linear") != "linear":
+            raise ValueError(
+                "data.interpolation: paired inputs are the registration's linear resampling; "
+                f"{data_cfg['interpolation']!r} needs data.inputs: randomised"
+            )
         self._brain = brain_voxels(subjects, "SliceDataset")
         self.subjects = subjects
         self.cfg = dict(data_cfg)

@@ -10,11 +10,12 @@ any contrast and resolution. Every training example gets its own, deterministic 
 - acquisition: thick slices along a random axis, spacing drawn from ``slice_mm``, slice profile
   box or Gaussian, with or without a gap; in-plane resolution drawn from ``inplane_mm``.
 
-The 7T target keeps its one contrast. Every resolution loss is one linear operator per axis
-(:func:`acquisition_matrix`): the tissue is integrated over each slice's profile at its
-centre, then linearly interpolated back onto the fine grid (constant beyond the first and last
-centre). ``sr7t predict`` brings a real scan onto the fine grid with the same linear
-interpolation, so what the model sees in training and inference agrees.
+The target's contrast: see :mod:`sr7t.data.randomised`. Every resolution loss is one linear
+operator per axis (:func:`acquisition_matrix`): the tissue is integrated over each slice's
+profile at its centre, then interpolated back onto the fine grid (``data.interpolation``:
+linear or cubic B-spline; constant beyond the first and last centre). ``sr7t predict`` and the
+evaluation bring a scan onto the fine grid with the same interpolation, so what the model sees
+in training and inference agrees.
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ def acquisition_matrix(
     width_mm: float | None = None,
     profile: str = "box",
     offset_mm: float = 0.0,
+    order: int = 1,
 ) -> np.ndarray:
     """The ``(n, n)`` float64 matrix ``M`` with ``acquired_line = M @ line`` along one axis.
 
     Samples every ``spacing_mm`` (first centre ``offset_mm`` from the first voxel centre,
     taken modulo the spacing) through a profile of width ``width_mm`` (default: the spacing),
-    then interpolates linearly back to the ``n`` voxel centres. A box profile with width equal
+    then interpolates back to the ``n`` voxel centres with spline ``order`` (1 linear, 3
+    cubic). A box profile with width equal
     to the spacing is exactly :func:`sr7t.data.resolution.slice_spacing_matrix`. Rows sum to 1;
     ``spacing_mm <= voxel_mm`` with ``width_mm <= voxel_mm`` is the identity.
     """
@@ -72,12 +75,13 @@ def acquisition_matrix(
         raise ValueError(f"slice profile must be one of {PROFILES}, got {profile!r}")
     spacing = max(float(spacing_mm), float(voxel_mm))
     if profile == "box" and abs(width - spacing) < 1e-9:
-        return slice_spacing_matrix(n, voxel_mm, spacing, offset_mm)
-    return _matrix(int(n), float(voxel_mm), spacing, width, profile, round(offset_mm % spacing, 6))
+        return slice_spacing_matrix(n, voxel_mm, spacing, offset_mm, order)
+    offset = round(offset_mm % spacing, 6)
+    return _matrix(int(n), float(voxel_mm), spacing, width, profile, offset, int(order))
 
 
 @lru_cache(maxsize=512)
-def _matrix(n, voxel_mm, spacing, width, profile, offset):
+def _matrix(n, voxel_mm, spacing, width, profile, offset, order):
     centres = slice_centres(n, voxel_mm, spacing, offset)
     # Integrate the profile over each voxel's extent with 8 sub-samples per voxel.
     sub = (np.arange(8) + 0.5) / 8 - 0.5
@@ -93,7 +97,7 @@ def _matrix(n, voxel_mm, spacing, width, profile, offset):
     nearest = np.clip(np.round(centres / voxel_mm).astype(int), 0, n - 1)
     weights[empty, nearest[empty]] = 1.0
     weights /= weights.sum(1, keepdims=True)
-    matrix = interpolation_matrix(centres, n, voxel_mm) @ weights
+    matrix = interpolation_matrix(centres, n, voxel_mm, order) @ weights
     matrix.setflags(write=False)
     return matrix
 
@@ -104,18 +108,27 @@ def apply_along(volume: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray
     return np.moveaxis(moved @ matrix.T, -1, axis).astype(np.float32)
 
 
-def acquire(volume: np.ndarray, voxel_mm: float, acq: Acquisition, thick_axis: int, inplane_axes):
+def acquire(
+    volume: np.ndarray,
+    voxel_mm: float,
+    acq: Acquisition,
+    thick_axis: int,
+    inplane_axes,
+    order: int = 1,
+):
     """``volume`` (fine grid, isotropic ``voxel_mm``) as acquired by ``acq``: thick slices along
-    ``thick_axis``, in-plane resolution along each of ``inplane_axes``. Same shape, float32."""
+    ``thick_axis``, in-plane resolution along each of ``inplane_axes``, brought back onto the
+    grid with spline ``order``. Same shape, float32."""
     n = volume.shape[thick_axis]
-    out = apply_along(
-        volume,
-        acquisition_matrix(n, voxel_mm, acq.slice_mm, acq.thickness_mm, acq.profile, acq.offset_mm),
-        thick_axis,
+    thick = acquisition_matrix(
+        n, voxel_mm, acq.slice_mm, acq.thickness_mm, acq.profile, acq.offset_mm, order
     )
+    out = apply_along(volume, thick, thick_axis)
     if acq.inplane_mm > voxel_mm * 1.01:
         for ax in inplane_axes:
-            m = acquisition_matrix(out.shape[ax], voxel_mm, acq.inplane_mm, acq.inplane_mm, "gauss")
+            m = acquisition_matrix(
+                out.shape[ax], voxel_mm, acq.inplane_mm, acq.inplane_mm, "gauss", order=order
+            )
             out = apply_along(out, m, ax)
     return out
 
@@ -125,7 +138,12 @@ def draw_acquisition(
 ) -> Acquisition:
     """A random acquisition: spacing uniform in ``slice_range_mm`` (never finer than the
     grid), in-plane resolution uniform in ``inplane_range_mm`` (never coarser than the slice
-    spacing), profile box or Gaussian, and for one example in three a gap."""
+    spacing), profile box or Gaussian, and for one example in three a gap. A fraction
+    ``cfg["fine_fraction"]`` of examples is acquired at the grid's own resolution (only noise,
+    contrast and bias: the model must learn to leave a fine input alone)."""
+    fine = float(cfg["fine_fraction"])
+    if fine > 0 and rng.random() < fine:  # no draw at 0: earlier examples stay as they were
+        return Acquisition(voxel_mm, voxel_mm, "box", 0.0, voxel_mm)
     lo, hi = (max(float(v), voxel_mm) for v in slice_range_mm)
     slice_mm = float(rng.uniform(lo, hi)) if hi > lo else lo
     ilo, ihi = (max(float(v), voxel_mm) for v in inplane_range_mm)

@@ -12,8 +12,8 @@ A *cell* is one subject x one input. Two kinds:
 
 Every model and baseline of a cell sees the same input and is scored on the same grid, region
 (:func:`roi`) and mask. The input is built once per cell as acquired slice samples; the
-``trilinear`` baseline (and the models' input channel) interpolates them linearly back onto the
-grid, ``bspline`` with a cubic B-spline.
+``trilinear`` baseline interpolates them linearly back onto the grid, ``bspline`` with a cubic
+B-spline; a model gets the one its training used (``data.interpolation``).
 """
 
 from __future__ import annotations

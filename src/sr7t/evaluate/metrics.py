@@ -209,6 +209,7 @@ def resolution_metrics(
     reference: np.ndarray,
     mask: np.ndarray,
     fit: FitKind = "isotonic",
+    stripe_axis: int | None = None,
 ) -> dict[str, float]:
     """Score ``pred`` against the undistorted ``reference``: the evaluation's one yardstick.
 
@@ -219,20 +220,24 @@ def resolution_metrics(
     the mask (so only the brain is scored, neighbourhoods included). Returns
     :data:`METRIC_NAMES`: ``psnr`` (dB, data range 1), ``ssim`` (3-D, data range 1, mean
     inside the mask), ``nmse``, ``hfen``, ``gmsd`` (unitless; lower is better for the last
-    three).
+    three); with ``stripe_axis`` also ``striping`` (:func:`striping_ratio` across that axis,
+    on the fitted prediction, so a method's contrast does not scale it).
     """
     fitted, ref = _fitted_pair(pred, reference, mask, fit)
-    return {
+    out = {
         "psnr": psnr(fitted, ref, mask, 1.0),
         "ssim": ssim(fitted, ref, mask, 1.0),
         "nmse": nmse(fitted, ref, mask),
         "hfen": hfen(fitted, ref, mask),
         "gmsd": gmsd(fitted, ref, mask, 1.0),
     }
+    if stripe_axis is not None:
+        out["striping"] = striping_ratio(fitted, ref, mask, int(stripe_axis))
+    return out
 
 
 def contrast_neutral_metrics(
-    pred: np.ndarray, reference: np.ndarray, mask: np.ndarray
+    pred: np.ndarray, reference: np.ndarray, mask: np.ndarray, stripe_axis: int | None = None
 ) -> dict[str, float]:
     """:func:`resolution_metrics` with the isotonic map, plus PSNR / SSIM with a linear one.
 
@@ -240,7 +245,7 @@ def contrast_neutral_metrics(
     ``psnr_linear`` (dB), ``ssim_linear``: the gap between the two shows how much of a
     score hangs on forgiving a nonlinear contrast.
     """
-    out = resolution_metrics(pred, reference, mask, fit="isotonic")
+    out = resolution_metrics(pred, reference, mask, fit="isotonic", stripe_axis=stripe_axis)
     linear, ref = _fitted_pair(pred, reference, mask, "linear")
     out["psnr_linear"] = psnr(linear, ref, mask, 1.0)
     out["ssim_linear"] = ssim(linear, ref, mask, 1.0)

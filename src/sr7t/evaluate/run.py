@@ -55,8 +55,9 @@ METRIC_COLUMNS = [
 BASELINE_ORDER = {"trilinear": 1, "bspline": 3}
 
 
-def degrade_condition(arrays: dict, slice_mm: float) -> tuple[np.ndarray, float]:
-    """The subject's condition with its 1.5T channel re-acquired at ``slice_mm`` along z.
+def degrade_condition(arrays: dict, slice_mm: float, order: int = 1) -> tuple[np.ndarray, float]:
+    """The subject's condition with its 1.5T channel re-acquired at ``slice_mm`` along z and
+    interpolated back with spline ``order`` (the model's :func:`~sr7t.models.predict.input_order`).
 
     Returns the condition and the effective slice spacing (never finer than the native
     1.5T slice spacing: a scan cannot be made sharper than it was acquired).
@@ -67,7 +68,7 @@ def degrade_condition(arrays: dict, slice_mm: float) -> tuple[np.ndarray, float]
     effective = max(float(slice_mm), native)
     cond = arrays["condition"].copy()
     voxel_z = float(arrays["spacing_mm"][2])
-    cond[0] = simulate_slice_spacing(cond[0], voxel_z, effective)
+    cond[0] = simulate_slice_spacing(cond[0], voxel_z, effective, order=order)
     return cond, effective
 
 
@@ -111,9 +112,9 @@ def predict_scaled(
         pred = baseline_prediction(arrays, slice_mm, BASELINE_ORDER[model_name])
         effective = max(float(slice_mm), float(arrays["native_slice_mm"]))
     else:
-        from sr7t.models.predict import check_input_spacing, predict_volume
+        from sr7t.models.predict import check_input_spacing, input_order, predict_volume
 
-        cond, effective = degrade_condition(arrays, slice_mm)
+        cond, effective = degrade_condition(arrays, slice_mm, input_order(meta))
         warning = check_input_spacing(meta, effective) or ""
         native = arrays.get("native_spacing_mm")
         inplane = (
@@ -158,7 +159,7 @@ def evaluate_model(
     (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
     from sr7t.evaluate.cells import AXIS_NAMES, cell_input, eval_cells, load_truth, roi
-    from sr7t.evaluate.metrics import contrast_neutral_metrics, striping_ratio
+    from sr7t.evaluate.metrics import contrast_neutral_metrics
 
     model = meta = None
     if model_name not in BASELINE_ORDER:
@@ -191,10 +192,11 @@ def evaluate_model(
                 pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
                 pred = pred[inner]
             else:
-                from sr7t.models.predict import check_input_spacing, predict_volume
+                from sr7t.models.predict import check_input_spacing, input_order, predict_volume
 
                 warning = check_input_spacing(meta, inp["slice_mm"]) or ""
-                condition = np.concatenate([inp["t1"][None], arrays["condition"][1:]], axis=0)[
+                base = inp["bspline"] if input_order(meta) == 3 else inp["t1"]
+                condition = np.concatenate([base[None], arrays["condition"][1:]], axis=0)[
                     (slice(None), *box)
                 ]
                 n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
@@ -219,15 +221,13 @@ def evaluate_model(
             if warning:
                 log.warning("%s %s: %s", model_name, subject, warning)
             reference, mask = inp["reference"][inner], inp["mask"][inner]
-            scores = contrast_neutral_metrics(pred, reference, mask)
+            scores = contrast_neutral_metrics(pred, reference, mask, inp["thick_axis"])
             scores["uncertainty_error_corr"] = (
                 uncertainty_error_correlation(pred, spread, reference, mask)
                 if spread is not None
                 else np.nan
             )
             axis_name = AXIS_NAMES[cell.axis]
-            stripe_axis = inp["thick_axis"]
-            scores["striping"] = striping_ratio(pred, reference, mask, stripe_axis)
             label = cell_label(cell)
             if cfg["tissue"] and cell == tissue_cell(cells):
                 scores |= _tissue_scores(pred, reference, mask, reference_labels, subject)

@@ -30,6 +30,14 @@ def check_input_spacing(meta: dict, slice_mm: float) -> str | None:
     )
 
 
+def input_order(meta: dict) -> int:
+    """The spline order (1 or 3) that brings an acquired input onto the fine grid for this
+    model (``meta["interpolation"]``; bundles from before it was recorded: linear)."""
+    from sr7t.data.resolution import INTERPOLATION_ORDER
+
+    return INTERPOLATION_ORDER[meta.get("interpolation", "linear")]
+
+
 def _select_channels(meta: dict, condition: np.ndarray):
     channels = list(meta["channels"])
     if condition.ndim != 4 or condition.shape[0] != len(channels):
@@ -78,9 +86,10 @@ def predict_volume(
 
     ``condition``: float32 (C, X, Y, Z) on the fine grid, channels as ``meta["channels"]``, in
     the dataset's normalised units (1.5T divided by its in-mask 99th percentile), the input
-    linearly interpolated onto the grid. ``thick_axis``: the input's slice axis (0, 1 or 2);
-    it becomes the last axis of every model plane. ``slice_mm`` / ``inplane_mm``: the input's
-    slice spacing and in-plane resolution (needed by models with geometry channels).
+    interpolated onto the grid with spline order :func:`input_order`. ``thick_axis``: the
+    input's slice axis (0, 1 or 2); it becomes the last axis of every model plane.
+    ``slice_mm`` / ``inplane_mm``: the input's slice spacing and in-plane resolution (needed
+    by models with geometry channels).
     Every plane along each of ``meta["slice_axis"]`` (axes of the frame where the thick axis is
     last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``;
     starting noise from ``seed``); planes are zero-padded to the UNet's size multiple and

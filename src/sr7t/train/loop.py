@@ -424,6 +424,7 @@ class DiffusionTrainer:
             "residual_scale": self.residual_scale,
             "inputs": self.data_cfg["inputs"],
             "output_contrast": self.output_contrast,
+            "interpolation": self.data_cfg["interpolation"],
             "contrast_map": fit_quantile_map(
                 [s.t1 for s in subjects], [s.target for s in subjects], [s.mask for s in subjects]
             ),

@@ -62,9 +62,9 @@ def save_sample_figure(
     import matplotlib.pyplot as plt
 
     from sr7t.evaluate.run import degrade_condition
-    from sr7t.models.predict import predict_plane
+    from sr7t.models.predict import input_order, predict_plane
 
-    cond, effective = degrade_condition(subject, slice_mm)
+    cond, effective = degrade_condition(subject, slice_mm, input_order(meta))
     axis = int(meta["slice_axis"][0])
     index = subject.t1.shape[axis] // 2
     sample = predict_plane(
