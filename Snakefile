@@ -13,6 +13,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/infer.smk"
 
 
 onstart:
@@ -29,5 +30,5 @@ onerror:
 
 rule all:
     input:
-        final_outputs(),
+        final_outputs,
     default_target: True
