@@ -30,5 +30,5 @@ onerror:
 
 rule all:
     input:
-        final_outputs,
+        final_outputs(),
     default_target: True

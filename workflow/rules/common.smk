@@ -122,10 +122,12 @@ def per_model(name, models):
     return expand(out(name, model="{model}"), model=models, allow_missing=True)
 
 
-def final_outputs(wildcards):
-    """Input function of rule all: per cohort its resolved config; the training branch
+def final_outputs():
+    """Targets of `all`: per cohort its resolved config; the training branch
     (QC, metrics, report) when it trains; the inference branch (BIDS derivatives and their
-    report) when it has subjects without a 7T."""
+    report) when it has subjects without a 7T. The derivatives come in as the report's inputs:
+    their names wait for the infer_model checkpoint, and only the report's job waits with
+    them, so a dry run still lists every other job."""
     targets = []
     for c in RUN_COHORTS:
         targets.append(P.pattern("resolved_config", RESULTS, cohort=c))
@@ -133,7 +135,6 @@ def final_outputs(wildcards):
             targets += [out(n, cohort=c) for n in ("preprocess_qc", "metrics", "report")]
         if INFER_SUBJECTS[c]:
             targets += [out("derivatives_description", cohort=c), out("infer_report", cohort=c)]
-            targets += derivatives("derivative_t1w", c)
     return targets
 
 
@@ -300,3 +301,7 @@ def infer_report_inputs(wildcards):
         "sidecars": derivatives("derivative_sidecar", c),
         "figures": derivatives("derivative_figure", c),
     }
+
+
+def infer_report_params(wildcards):
+    return {"subjects": INFER_SUBJECTS[wildcards.cohort]}

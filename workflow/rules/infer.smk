@@ -76,7 +76,7 @@ rule infer_report:
         unpack(infer_report_inputs),
     output:
         report=out("infer_report"),
-    params: cfg=lambda w: {"subjects": INFER_SUBJECTS[w.cohort]}
+    params: cfg=infer_report_params
     log: log("infer_report")
     conda: ENV
     script: STAGE
