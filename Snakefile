@@ -13,6 +13,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/infer.smk"
 
 
 onstart:

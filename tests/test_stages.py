@@ -11,13 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sr7t import stages
+from sr7t import paths, stages
 from sr7t.config import resolve
 from tests.conftest import REPO
 
 STAGE_SCRIPT = "../scripts/stage.py"
 # one job's wildcards per rule; every input function of the tiny (demo) cohort is evaluated
 WILDCARDS = {"cohort": "tiny", "subject": "sub-01", "field": "7T", "model": "teacher", "k": "1"}
+# the inference rules' job: an inference-only cohort (its sheet added by the `rules` fixture)
+INFER_WILDCARDS = {"cohort": "routine", "subject": "a", "bids_dir": "sub-a"}
+INFER_WILDCARDS |= {"bids_prefix": "sub-a", "res": "4"}
 
 
 class NoTracker:
@@ -42,14 +45,26 @@ def rules(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("parse")
     shutil.copytree(REPO / "config", work / "config")
+    (work / "routine.tsv").write_text("subject\tscan_1p5T\na\traw/a_1p5T.nii.gz\n")
+    routine = {"source": "samples", "samples": str(work / "routine.tsv")}
+    routine["model"] = {"from_cohort": "tiny"}
+    (work / "routine.yaml").write_text(json.dumps({"cohorts": {"routine": routine}}))
+    configfiles = [Path("config/tiny.yaml"), work / "routine.yaml"]
+    # the inference model's checkpoint has run (the report's inputs follow from it)
+    info = work / paths.path("infer_model_info", cohort="routine")
+    info.parent.mkdir(parents=True)
+    info.write_text('{"res_label": "4"}')
     with SnakemakeApi(OutputSettings()) as api:
         wf = api.workflow(
             resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[Path("config/tiny.yaml")]),
+            config_settings=ConfigSettings(configfiles=configfiles),
             snakefile=REPO / "Snakefile",
             workdir=work,
         )
-        yield {r.name: r for r in wf._workflow.rules if r.name != "all"}
+        rules = {r.name: r for r in wf._workflow.rules if r.name != "all"}
+        output, _ = rules["infer_model"].expand_output(INFER_WILDCARDS)
+        wf._workflow._checkpoints.created_output.update(output)
+        yield rules
 
 
 def _input_names(rule) -> set[str]:
@@ -61,7 +76,8 @@ def _input_names(rule) -> set[str]:
         item = getattr(item, "_file", item)
         if is_flagged(item, "unpack"):
             fn = getattr(item, "callable", None) or item
-            names |= set(fn(Wildcards(fromdict=WILDCARDS)))
+            wildcards = INFER_WILDCARDS if rule.name.startswith("infer") else WILDCARDS
+            names |= set(fn(Wildcards(fromdict=wildcards)))
     return names
 
 

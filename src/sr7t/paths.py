@@ -73,6 +73,27 @@ TEMPLATES: dict[str, str] = {
     "eval_figure": "{cohort}/eval/metrics.png",
     # report
     "report": "{cohort}/report/index.html",
+    # inference of subjects without a 7T (sr7t.infer): the model, per-subject steps, and BIDS
+    # derivatives (bids_dir: sub-X[/ses-Y]; bids_prefix: sub-X[_ses-Y]; res: sr7t.infer.bids)
+    "infer_model": "{cohort}/infer/model/model.pt",
+    "infer_model_info": "{cohort}/infer/model/model.json",
+    "infer_n4_corrected": "{cohort}/infer/{subject}/{subject}_1p5T_n4.nii.gz",
+    "infer_n4_bias": "{cohort}/infer/{subject}/{subject}_1p5T_bias.nii.gz",
+    "infer_n4_mask": "{cohort}/infer/{subject}/{subject}_1p5T_mask.nii.gz",
+    "infer_n4_qc": "{cohort}/infer/{subject}/{subject}_1p5T_n4_qc.json",
+    "infer_jacobian": "{cohort}/infer/{subject}/{subject}_jacobian_outgrid.nii.gz",
+    "infer_dispmag": "{cohort}/infer/{subject}/{subject}_dispmag_outgrid.nii.gz",
+    "derivatives_description": "{cohort}/derivatives/sr7t/dataset_description.json",
+    "derivative_t1w": (
+        "{cohort}/derivatives/sr7t/{bids_dir}/anat/{bids_prefix}_res-{res}_desc-sr7t_T1w.nii.gz"
+    ),
+    "derivative_sidecar": (
+        "{cohort}/derivatives/sr7t/{bids_dir}/anat/{bids_prefix}_res-{res}_desc-sr7t_T1w.json"
+    ),
+    "derivative_figure": (
+        "{cohort}/derivatives/sr7t/{bids_dir}/figures/{bids_prefix}_res-{res}_desc-sr7t_T1w.png"
+    ),
+    "infer_report": "{cohort}/report/inference.html",
 }
 
 LOG_TEMPLATE = "logs/{cohort}/{rule}/{tag}.log"

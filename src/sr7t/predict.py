@@ -94,6 +94,104 @@ def geometry_warnings(meta: dict, geometry: dict) -> list[str]:
     return out
 
 
+def model_voxel_mm(meta: dict) -> float:
+    """The output voxel size (mm) of a model: the finest spacing of the grid it was trained on."""
+    return float(np.min(meta["spacing_mm_seen"][0]))
+
+
+def n4_for_model(
+    data: np.ndarray,
+    affine: np.ndarray,
+    meta: dict,
+    brain_mask: str = "auto",
+    subject: str = "?",
+    in_path: str | Path = "?",
+    threads: int | None = None,
+):
+    """N4 of a scan as the model's own training data were corrected (the bundle's config),
+    inside the mask ``brain_mask`` picks (:func:`sr7t.preprocess.brain.resolve_brain_mask`).
+
+    Returns ``(corrected, bias, brain, mask_kind)`` on the scan's grid: the corrected image,
+    the bias field, the bool mask and how it was made (``"head"``, ``"Colin27 template"``...).
+    """
+    from sr7t.config import bundle_config
+    from sr7t.preprocess.brain import resolve_brain_mask
+    from sr7t.preprocess.n4 import n4_correct
+
+    brain, mask_kind = resolve_brain_mask(data, affine, brain_mask, subject, in_path, threads)
+    n4 = bundle_config(meta)["preprocess"]["n4"]  # as the model's own training data
+    corrected, bias = n4_correct(data, affine, mask=brain, threads=threads, **n4)
+    return corrected, bias, brain, mask_kind
+
+
+def guidance_on_grid(coef: str | Path | None, shape, grid: np.ndarray):
+    """GNL guidance maps (Jacobian determinant, displacement magnitude in mm) of the scanner's
+    coefficient file ``coef`` on the grid ``shape``/``grid`` (4x4 affine); without a file,
+    no distortion (ones, zeros), which the model is told by its flag channel."""
+    from sr7t.preprocess import gnl
+
+    if not coef:
+        return np.ones(shape, np.float32), np.zeros(shape, np.float32)
+    coeffs = gnl.read_coefficients(coef)
+    jac = gnl.jacobian_determinant(coeffs, shape, grid)
+    disp = np.linalg.norm(gnl.displacement_field_mm(coeffs, shape, grid), axis=0)
+    return np.asarray(jac, np.float32), np.asarray(disp, np.float32)
+
+
+def super_resolve(
+    model,
+    meta: dict,
+    corrected: np.ndarray,
+    bias: np.ndarray,
+    brain: np.ndarray,
+    mask_kind: str,
+    affine: np.ndarray,
+    jacobian: np.ndarray,
+    dispmag: np.ndarray,
+    gnl_present: bool,
+    steps: int | None = None,
+    device: str | None = None,
+    batch_size: int = 16,
+):
+    """Sample the model on a scan already corrected by :func:`n4_for_model` (``corrected``,
+    ``bias``, ``brain``, ``mask_kind`` on the scan's grid, ``affine``), with the guidance maps
+    of :func:`guidance_on_grid` on :func:`refined_grid` (``gnl_present``: from a real file).
+
+    Returns ``(prediction, grid affine, output mask)``: the masked prediction in normalised 7T
+    units on the refined grid, in the scan's world space.
+    """
+    from sr7t.data.dataset import condition_channels
+    from sr7t.models.predict import input_order, predict_volume
+    from sr7t.preprocess.masks import head_mask
+
+    geometry = acquisition_geometry(affine)
+    shape, grid, _ = refined_grid(corrected.shape, affine, model_voxel_mm(meta))
+    if tuple(jacobian.shape) != tuple(shape) or tuple(dispmag.shape) != tuple(shape):
+        raise ValueError(
+            f"guidance maps {jacobian.shape} / {dispmag.shape} are not on the output grid {shape}"
+        )
+    t1 = upsample(corrected, shape, input_order(meta))
+    if mask_kind == "head":
+        mask = head_mask(t1, grid).astype(bool)
+    else:
+        mask = upsample(brain.astype(np.float32), shape) > 0.5
+        t1 = np.where(mask, t1, 0.0).astype(np.float32)  # brain extraction
+    bias_up = upsample(bias, shape)
+    condition, _ = condition_channels(t1, bias_up, jacobian, dispmag, gnl_present, mask)
+    pred = predict_volume(
+        model,
+        meta,
+        condition,
+        steps=steps,
+        batch_size=batch_size,
+        device=device,
+        thick_axis=geometry["thick_axis"],
+        slice_mm=geometry["slice_mm"],
+        inplane_mm=geometry["inplane_mm"],
+    )
+    return np.where(mask, pred, 0.0).astype(np.float32), grid, mask
+
+
 def predict_scan(
     in_path: str | Path,
     out_path: str | Path,
@@ -116,15 +214,11 @@ def predict_scan(
     whole head; ``"head"`` always :func:`head_mask`; or a NIfTI mask on the scan's grid. The
     mask restricts N4 and the intensity normalisation; a brain mask also strips the input
     (the models saw only brains) and the output, :func:`head_mask` masks the output.
+
+    The steps are :func:`n4_for_model`, :func:`guidance_on_grid` and :func:`super_resolve`
+    (the workflow runs them as separate jobs for inference-only subjects).
     """
-    from sr7t.config import bundle_config
-    from sr7t.data.dataset import condition_channels
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import input_order, predict_volume
-    from sr7t.preprocess import gnl
-    from sr7t.preprocess.brain import resolve_brain_mask
-    from sr7t.preprocess.masks import head_mask
-    from sr7t.preprocess.n4 import n4_correct
 
     t0 = time.perf_counter()
     subject = Path(in_path).name
@@ -135,36 +229,28 @@ def predict_scan(
     for w in warnings:
         log.warning("%s: %s", subject, w)
 
-    brain, mask_kind = resolve_brain_mask(data, affine, brain_mask, subject, in_path)
-    n4 = bundle_config(meta)["preprocess"]["n4"]  # as the model's own training data
-    corrected, bias = n4_correct(data, affine, mask=brain, **n4)
-    voxel_mm = float(np.min(meta["spacing_mm_seen"][0]))
+    corrected, bias, brain, mask_kind = n4_for_model(
+        data, affine, meta, brain_mask, subject, in_path
+    )
+    voxel_mm = model_voxel_mm(meta)
     shape, grid, _ = refined_grid(data.shape, affine, voxel_mm)
-    t1 = upsample(corrected, shape, input_order(meta))
-    if coef:
-        coeffs = gnl.read_coefficients(coef)
-        jac = gnl.jacobian_determinant(coeffs, shape, grid)
-        disp = np.linalg.norm(gnl.displacement_field_mm(coeffs, shape, grid), axis=0)
-    else:
-        jac, disp = np.ones(shape, np.float32), np.zeros(shape, np.float32)
-    if mask_kind == "head":
-        mask = head_mask(t1, grid).astype(bool)
-    else:
-        mask = upsample(brain.astype(np.float32), shape) > 0.5
-        t1 = np.where(mask, t1, 0.0).astype(np.float32)  # brain extraction
-    condition, _ = condition_channels(t1, upsample(bias, shape), jac, disp, bool(coef), mask)
-    pred = predict_volume(
+    jac, disp = guidance_on_grid(coef, shape, grid)
+    pred, grid, _ = super_resolve(
         model,
         meta,
-        condition,
+        corrected,
+        bias,
+        brain,
+        mask_kind,
+        affine,
+        jac,
+        disp,
+        bool(coef),
         steps=steps,
-        batch_size=batch_size,
         device=device,
-        thick_axis=geometry["thick_axis"],
-        slice_mm=geometry["slice_mm"],
-        inplane_mm=geometry["inplane_mm"],
+        batch_size=batch_size,
     )
-    save_volume(out_path, np.where(mask, pred, 0.0), grid)
+    save_volume(out_path, pred, grid)
     info = {
         "seconds": time.perf_counter() - t0,
         "input_slice_mm": geometry["slice_mm"],

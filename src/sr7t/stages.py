@@ -577,6 +577,23 @@ def _trained(o: dict, job: Job, train: Callable, *args) -> None:
     job.tracker.log_artifact(o["summary"])
 
 
+def _register_if_final(model: str, name: str, job: Job) -> None:
+    """Register the final model of the chain (:func:`sr7t.infer.source.final_model`) as an
+    MLflow registered model named by config ``tracking.register_model`` (``{cohort}``
+    replaced; null: not registered), so an inference cohort can load it by name."""
+    from sr7t.infer.source import final_model
+
+    whole = job.config or {}
+    template = (whole.get("tracking") or {}).get("register_model")
+    if not template or not whole.get("distill") or name != final_model(whole):
+        return
+    cohort = job.wildcards.get("cohort", "adhoc")
+    registered = template.format(cohort=cohort)
+    version = job.tracker.register_model(model, registered, {"cohort": cohort, "model": name})
+    if version:
+        log.info("registered %s as MLflow model %s version %s", model, registered, version)
+
+
 @stage(
     "teacher",
     inputs={"train": Files, "val": Files},
@@ -588,6 +605,7 @@ def teacher(i, o, cfg, job):
     from sr7t.train.teacher import train_teacher
 
     _trained(o, job, train_teacher, i["train"], i["val"], whole_config("teacher", job, cfg))
+    _register_if_final(o["model"], "teacher", job)
 
 
 @stage(
@@ -605,6 +623,7 @@ def distill_stage(i, o, cfg, job):
     job.tracker.log_params({"stage": k})
     whole = whole_config("distill_stage", job, cfg)
     _trained(o, job, distill, i["parent"], i["train"], i["val"], whole, k)
+    _register_if_final(o["model"], f"student_stage{k}", job)
 
 
 @stage(
@@ -703,5 +722,129 @@ def report(i, o, cfg, job):
         subject_figures=by_subject(i, SUBJECT_FIGURES),
         model_summaries={paths.match("model_summary", f)["model"]: f for f in i["summaries"]},
         examples={paths.match("eval_example_png", f)["model"]: f for f in i["examples"]},
+    )
+    job.tracker.log_artifact(o["report"])
+
+
+# ------------------------------------------------------- inference of subjects without a 7T
+
+
+@stage(
+    "infer_model",
+    inputs={"bundle": File},
+    optional={"bundle"},
+    outputs={"model": File, "info": File},
+)
+def infer_model(i, o, cfg, job):
+    """``cfg``: the cohort's model spec (:func:`sr7t.infer.source.model_source`); ``bundle``:
+    the model file (another cohort's model or a bundle path), absent for an MLflow model,
+    which comes from the workflow's tracking store."""
+    from sr7t.infer.run import resolve_model
+    from sr7t.tracking import ENV_URI, resolve_tracking_uri
+
+    whole = job.config or {}
+    uri = os.environ.get(ENV_URI) or resolve_tracking_uri(
+        (whole.get("tracking") or {}).get("uri"), whole.get("results_dir", "results")
+    )
+    info = resolve_model(cfg, i.get("bundle"), o["model"], o["info"], uri)
+    job.tracker.log_params({"model": info["description"], "sha256": info["sha256"]})
+    job.tracker.log_artifact(o["info"])
+
+
+@stage(
+    "infer_n4",
+    inputs={"scan": File, "model": File},
+    outputs={"corrected": File, "bias": File, "mask": File, "qc": File},
+)
+def infer_n4(i, o, cfg, job):
+    """``cfg``: ``brain_mask`` (auto or head). N4 with the model's own N4 config."""
+    from sr7t.infer.run import n4
+
+    qc = n4(
+        i["scan"],
+        i["model"],
+        o["corrected"],
+        o["bias"],
+        o["mask"],
+        o["qc"],
+        cfg["brain_mask"],
+        job.subject,
+        job.threads,
+    )
+    job.tracker.log_metrics(numbers_only(qc))
+
+
+@stage(
+    "infer_guidance",
+    inputs={"scan": File, "model": File, "coef_1p5T": File, "raw": File},
+    optional={"coef_1p5T", "raw"},
+    outputs={"jacobian": File, "dispmag": File},
+)
+def infer_guidance(i, o, cfg, job):
+    """``cfg``: the subject's raw files; its ``coef_1p5T`` (None: no GNL correction)."""
+    from sr7t.infer.run import guidance
+
+    coef = cfg.get("coef_1p5T") or None
+    info = guidance(i["scan"], i["model"], coef, o["jacobian"], o["dispmag"], job.subject)
+    job.tracker.log_metrics(numbers_only(info))
+
+
+@stage(
+    "infer",
+    inputs=dict.fromkeys(
+        ("scan", "corrected", "bias", "mask", "n4_qc", "jacobian", "dispmag", "model"), File
+    )
+    | {"model_info": File},
+    outputs={"t1w": File, "sidecar": File, "figure": File},
+)
+def infer(i, o, cfg, job):
+    """``cfg``: ``subject``, ``source`` (the input's BIDS or file URI), ``gnl`` (a coefficient
+    file was given). Wildcard ``res``: the output's resolution label (the model's)."""
+    from sr7t.infer.run import super_resolve_subject
+
+    summary = super_resolve_subject(
+        i,
+        o["t1w"],
+        o["sidecar"],
+        o["figure"],
+        cfg["source"],
+        job.wildcards["res"],
+        bool(cfg["gnl"]),
+        subject=cfg["subject"],
+        device=job.device,
+    )
+    job.tracker.log_metrics(numbers_only(summary))
+    job.tracker.log_figure(o["figure"])
+
+
+@stage("derivatives_description", outputs={"description": File})
+def derivatives_description(i, o, cfg, job):
+    """``cfg``: ``name`` (the dataset's) and ``bids_root`` (the BIDS input, or None)."""
+    from sr7t import __version__
+    from sr7t.infer.bids import dataset_description
+    from sr7t.io import write_json
+
+    write_json(o["description"], dataset_description(cfg["name"], __version__, cfg["bids_root"]))
+
+
+@stage(
+    "infer_report",
+    inputs={"model_info": File, "t1w": Files, "sidecars": Files, "figures": Files},
+    outputs={"report": File},
+)
+def infer_report(i, o, cfg, job):
+    """``cfg``: the subjects, in the order of the ``t1w``, ``sidecars`` and ``figures`` lists."""
+    from sr7t.report.inference import write_inference_report
+
+    files = zip(i["t1w"], i["sidecars"], i["figures"], strict=True)
+    subjects = {
+        s: {"t1w": t, "sidecar": j, "figure": f}
+        for s, (t, j, f) in zip(cfg["subjects"], files, strict=True)
+    }
+    write_inference_report(
+        job.wildcards.get("cohort", "adhoc"),
+        o["report"],
+        model_info=i["model_info"],
+        subjects=subjects,
     )
     job.tracker.log_artifact(o["report"])

@@ -523,6 +523,33 @@ class JobTracker:
         """A figure file (PNG/SVG/HTML) under the run's ``figures/``."""
         self.log_artifact(path, "figures")
 
+    def register_model(
+        self, path: str | Path, name: str, tags: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """Log the bundle ``path`` under the run's ``model/`` artifacts and register it as a
+        new version of the MLflow registered model ``name`` (created when new); returns the
+        version, or None when tracking is unavailable (one warning, as every tracking call).
+        :func:`sr7t.infer.source.fetch_registered` downloads it again by name."""
+        if not self.active:
+            return None
+        clean = {_safe_key(str(k)): str(v)[:MAX_TAG_VALUE_CHARS] for k, v in (tags or {}).items()}
+
+        def register(client: Any) -> str:
+            from mlflow.exceptions import MlflowException
+
+            client.log_artifact(self.run_id, str(path), "model")
+            try:
+                client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            source = f"{client.get_run(self.run_id).info.artifact_uri}/model"
+            version = client.create_model_version(name, source, run_id=self.run_id, tags=clean)
+            return str(version.version)
+
+        assert self._store is not None
+        return self._store.call(register)
+
     def _call(self, fn: Callable[[Any], Any]) -> None:
         assert self._store is not None
         self._store.call(fn)

@@ -59,8 +59,8 @@ def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 def _planned(stdout: str) -> dict[str, set[str]]:
     """rule -> subjects of its planned jobs, from a dry run's job listing."""
     jobs: dict[str, set[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
-        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", stdout):
+        rule = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block.strip())
         subject = re.search(r"wildcards: .*subject=([^,\s]+)", block)
         if rule:
             jobs.setdefault(rule.group(1), set()).update([subject.group(1)] if subject else [])

@@ -6,6 +6,9 @@ from pathlib import Path
 from sr7t import paths as P
 from sr7t.cohort.samples import load_cohort
 from sr7t.config import resolve_workflow_config
+from sr7t.infer import bids as BIDS
+from sr7t.infer.source import model_source
+from sr7t.io import read_json
 from sr7t.stages import QC_INPUTS, SUBJECT_FIGURES, stage_config
 
 config.update(resolve_workflow_config(config))
@@ -30,6 +33,9 @@ STAGE = "../scripts/stage.py"
 
 wildcard_constraints:
     cohort="|".join(COHORTS),
+    bids_dir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
+    bids_prefix=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+    res=r"[0-9]+(p[0-9]+)?",
     subject=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     field="1p5T|7T",
     model="|".join(EVAL_MODELS),
@@ -65,6 +71,31 @@ def inferring(sub):
     return sub.split == "infer" or not sub.has_7t
 
 
+# Inference (sr7t.infer): each cohort's subjects without a 7T, whether it trains, where its
+# model comes from (checked here, at start) and its subjects' BIDS entities.
+INFER_SUBJECTS = {
+    c: sorted(s for s, sub in COHORTS[c].subjects.items() if inferring(sub)) for c in COHORTS
+}
+TRAINS = {c: any(s.split == "train" for s in COHORTS[c].subjects.values()) for c in COHORTS}
+MODEL_SOURCES = {
+    c: model_source(c, config["cohorts"][c], config, TRAINS, not TRAINS[c])
+    for c in COHORTS
+    if INFER_SUBJECTS[c]
+}
+BIDS_ROOTS = {c: (config["cohorts"][c].get("bids") or {}).get("root") for c in COHORTS}
+ENTITIES = {
+    c: BIDS.entities(
+        {
+            s: BIDS.session_of(COHORTS[c].subjects[s].scan_1p5T) if BIDS_ROOTS[c] else None
+            for s in INFER_SUBJECTS[c]
+        },
+        c,
+    )
+    for c in MODEL_SOURCES
+}
+BY_PREFIX = {c: {e["prefix"]: s for s, e in ents.items()} for c, ents in ENTITIES.items()}
+
+
 def subject_record(wildcards):
     return COHORTS[wildcards.cohort].subjects[wildcards.subject]
 
@@ -92,14 +123,18 @@ def per_model(name, models):
 
 
 def final_outputs():
+    """Targets of `all`: per cohort its resolved config; the training branch
+    (QC, metrics, report) when it trains; the inference branch (BIDS derivatives and their
+    report) when it has subjects without a 7T. The derivatives come in as the report's inputs:
+    their names wait for the infer_model checkpoint, and only the report's job waits with
+    them, so a dry run still lists every other job."""
     targets = []
     for c in RUN_COHORTS:
-        targets += [
-            P.pattern("resolved_config", RESULTS, cohort=c),
-            P.pattern("preprocess_qc", RESULTS, cohort=c),
-            P.pattern("metrics", RESULTS, cohort=c),
-            P.pattern("report", RESULTS, cohort=c),
-        ]
+        targets.append(P.pattern("resolved_config", RESULTS, cohort=c))
+        if TRAINS[c]:
+            targets += [out(n, cohort=c) for n in ("preprocess_qc", "metrics", "report")]
+        if INFER_SUBJECTS[c]:
+            targets += [out("derivatives_description", cohort=c), out("infer_report", cohort=c)]
     return targets
 
 
@@ -192,3 +227,81 @@ def eval_inputs(wildcards):
     if wildcards.model in LEARNED_MODELS:
         inputs["model"] = out("model", cohort=wildcards.cohort, model=wildcards.model)
     return inputs
+
+
+# ---- inference of subjects without a 7T (workflow/rules/infer.smk)
+
+
+def infer_model_input(wildcards):
+    """The model file the cohort's model comes from (none for an MLflow registered model)."""
+    spec = MODEL_SOURCES[wildcards.cohort]
+    if spec["source"] == "cohort":
+        return {"bundle": out("model", cohort=spec["cohort"], model=spec["model"])}
+    return {"bundle": spec["path"]} if spec["source"] == "bundle" else {}
+
+
+def model_spec(wildcards):
+    return MODEL_SOURCES[wildcards.cohort]
+
+
+def infer_brain_mask(wildcards):
+    return {"brain_mask": config["cohorts"][wildcards.cohort]["brain_mask"]}
+
+
+def res_label(cohort):
+    """The output's resolution label: the model's (its description, a checkpoint output)."""
+    return read_json(checkpoints.infer_model.get(cohort=cohort).output.info)["res_label"]
+
+
+def derivatives(name, cohort):
+    """Every inference subject's derivative file ``name`` (sr7t.paths) of ``cohort``."""
+    res = res_label(cohort)
+    return [
+        out(name, cohort=cohort, bids_dir=e["dir"], bids_prefix=e["prefix"], res=res)
+        for _, e in sorted(ENTITIES[cohort].items())
+    ]
+
+
+def infer_subject(wildcards):
+    return BY_PREFIX[wildcards.cohort][wildcards.bids_prefix]
+
+
+def infer_inputs(wildcards):
+    s = dict(cohort=wildcards.cohort, subject=infer_subject(wildcards))
+    return {
+        "scan": out("ingest_infer_scan", **s),
+        "corrected": out("infer_n4_corrected", **s),
+        "bias": out("infer_n4_bias", **s),
+        "mask": out("infer_n4_mask", **s),
+        "n4_qc": out("infer_n4_qc", **s),
+        "jacobian": out("infer_jacobian", **s),
+        "dispmag": out("infer_dispmag", **s),
+        "model": out("infer_model", cohort=wildcards.cohort),
+        "model_info": out("infer_model_info", cohort=wildcards.cohort),
+    }
+
+
+def infer_params(wildcards):
+    subject = infer_subject(wildcards)
+    sub = COHORTS[wildcards.cohort].subjects[subject]
+    source = BIDS.source_uri(sub.scan_1p5T, BIDS_ROOTS[wildcards.cohort])
+    return {"subject": subject, "source": source, "gnl": bool(sub.coef_1p5T)}
+
+
+def derivatives_params(wildcards):
+    name = f"sr7t super-resolution of cohort {wildcards.cohort}"
+    return {"name": name, "bids_root": BIDS_ROOTS[wildcards.cohort]}
+
+
+def infer_report_inputs(wildcards):
+    c = wildcards.cohort
+    return {
+        "model_info": out("infer_model_info", cohort=c),
+        "t1w": derivatives("derivative_t1w", c),
+        "sidecars": derivatives("derivative_sidecar", c),
+        "figures": derivatives("derivative_figure", c),
+    }
+
+
+def infer_report_params(wildcards):
+    return {"subjects": INFER_SUBJECTS[wildcards.cohort]}

@@ -185,11 +185,14 @@ def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
     for sub in cohort.subjects.values():
         if not sub.has_7t:
             sub.split = "infer"
-    if not any(s.split == "train" for s in cohort.subjects.values()):
-        # Inference-only cohorts (a model trained elsewhere) are not wired into the workflow yet.
+    with_7t = [s for s in cohort.subjects.values() if s.has_7t]
+    if with_7t and not any(s.split == "train" for s in with_7t):
+        # No subject with a 7T at all is an inference-only cohort (its model comes from
+        # elsewhere: cohorts.<name>.model, sr7t.infer.source); 7T subjects all held out is not.
         raise ConfigError(
             f"cohort {cohort.name}: no training subject with a 7T scan left after the val/test "
-            "split; inference-only cohorts are not supported by the workflow yet (use sr7t predict)"
+            "split (a cohort without any 7T scan is inference-only: give cohorts."
+            f"{cohort.name}.model)"
         )
 
 
