@@ -80,6 +80,7 @@ def tiny_config(**overrides) -> dict:
             "train_slice_mm": [4.0, 8.0],
             # the loop's mechanics; randomised inputs: tests/data/test_randomised.py
             "inputs": "paired",
+            "interpolation": "linear",  # paired inputs are the registration's resampling
         },
         "teacher": {
             "channels": [8, 16],

@@ -20,7 +20,16 @@ from sr7t.data.slices import (  # noqa: E402
 
 torch.set_num_threads(1)
 CFG = resolve(
-    {"data": {"slice_axis": 1, "context_slices": 1, "patch_size": 16, "train_slice_mm": [3.0, 8.0]}}
+    {
+        "data": {
+            "inputs": "paired",
+            "interpolation": "linear",
+            "slice_axis": 1,
+            "context_slices": 1,
+            "patch_size": 16,
+            "train_slice_mm": [3.0, 8.0],
+        }
+    }
 )["data"]
 
 
