@@ -21,6 +21,7 @@ import numpy as np
 from scipy.ndimage import binary_erosion, uniform_filter
 
 from sr7t.data.dataset import robust_scale
+
 # the metrics' own fit (prediction mapped onto the scaled truth): one definition of "error"
 from sr7t.evaluate.metrics import _fitted_pair, scale_reference
 

@@ -86,9 +86,7 @@ def save_training_curves(histories: Mapping[str, str | Path], out_png: str | Pat
     n = max(len(models), 1)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=90, squeeze=False
-    )
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=90, squeeze=False)
     for ax in axes.ravel()[len(models) :]:
         ax.axis("off")
     for ax, model in zip(axes.ravel(), models, strict=False):
