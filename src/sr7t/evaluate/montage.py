@@ -26,7 +26,7 @@ from sr7t.data.dataset import robust_scale
 from sr7t.evaluate.metrics import _fitted_pair, scale_reference
 
 INPUT_NAME = "1.5T input"
-INSET_FRACTION = 0.42  # the inset's side, as a fraction of its panel's
+INSET_FRACTION = 0.45  # the inset's side, as a fraction of its panel's
 INSET_SIDE_FRACTION = 1 / 6  # the zoomed square's side, as a fraction of the slice's shorter side
 MIN_INSET_SIDE = 6  # voxels
 
@@ -166,14 +166,19 @@ def draw_montage(montage: Montage):
 
 
 def _show(ax, image, inset, cmap, vmin, vmax, title=None):
-    """``image`` on ``ax`` with the zoomed square ``inset`` as an inset in its lower right."""
+    """``image`` on ``ax`` with the zoomed square ``inset`` (row, col, side) as an inset in
+    the corner across from it."""
     shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     row, col, side = inset
-    zoom = ax.inset_axes([1 - INSET_FRACTION, 0.0, INSET_FRACTION, INSET_FRACTION])
+    h, w = image.shape
+    # in the corner across from the square, so the inset never hides what it magnifies
+    left = 0.0 if col + side / 2 > w / 2 else 1 - INSET_FRACTION
+    bottom = 1 - INSET_FRACTION if row + side / 2 > h / 2 else 0.0
+    zoom = ax.inset_axes([left, bottom, INSET_FRACTION, INSET_FRACTION])
     zoom.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     zoom.set_xlim(col - 0.5, col + side - 0.5)
     zoom.set_ylim(row + side - 0.5, row - 0.5)

@@ -73,10 +73,22 @@ def loss_columns(history: pd.DataFrame) -> list[str]:
 
 
 def save_training_curves(histories: Mapping[str, str | Path], out_png: str | Path) -> Path:
+    """:func:`draw_training_curves` of ``histories``, saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_training_curves(histories)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def draw_training_curves(histories: Mapping[str, str | Path]):
     """One panel per model (``histories``: model -> history TSV, drawn in the given order:
     the teacher, the distillation stages of the chain, then the rest): its losses against
     the training step, log-scale y. A model whose history holds no loss says so on its panel.
-    """
+    Returns the matplotlib Figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,8 +124,4 @@ def save_training_curves(histories: Mapping[str, str | Path], out_png: str | Pat
         ax.grid(alpha=0.3, which="both")
     fig.suptitle("Training and distillation curves (each stage starts from its parent)")
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return fig

@@ -49,13 +49,16 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}"
 
 
-def runs_table(records: Mapping[str, str | Path], ui_url: str | None = None) -> dict[str, Any]:
-    """The report's MLflow section from ``records`` (stage label -> ``mlflow_run.json``):
+def runs_table(
+    records: Mapping[str, str | Path | dict], ui_url: str | None = None
+) -> dict[str, Any]:
+    """The report's MLflow section from ``records`` (stage label -> ``mlflow_run.json``, or
+    a record as :func:`write_run_record` writes it):
     ``{"rows": DataFrame (stage, experiment, run name, run id, url) or None, "note": str,
     "store": the tracking URI(s) or ""}``. ``note`` is one line when no run was tracked."""
     rows, reasons, stores = [], set(), set()
     for label, path in records.items():
-        record = json.loads(Path(path).read_text())
+        record = path if isinstance(path, dict) else json.loads(Path(path).read_text())
         if not record.get("run_id"):
             reasons.add(str(record.get("reason") or "tracking disabled"))
             continue
