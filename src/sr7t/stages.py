@@ -580,11 +580,13 @@ def _trained(o: dict, job: Job, train: Callable, *args) -> None:
         artifact_cb=job.tracker.log_figure,
     )
     write_json(o["summary"], summary)
-    history.write(o["history"])
     job.tracker.log_metrics(numbers_only(summary))
     job.tracker.log_artifact(o["summary"])
-    job.tracker.log_artifact(o["history"])
-    write_run_record(job.tracker, o["run"])
+    # under torchrun only rank 0 gets the metrics: the other ranks must not overwrite its files
+    if os.environ.get("RANK", "0") == "0":
+        history.write(o["history"])
+        job.tracker.log_artifact(o["history"])
+        write_run_record(job.tracker, o["run"])
 
 
 def _register_if_final(model: str, name: str, job: Job) -> None:

@@ -6,7 +6,8 @@ its parts, ``lr`` and ``examples_per_s`` every ``log_every`` steps, ``val_loss``
 ``val_every``, the final whole-volume scores once). :class:`TrainingHistory` is that callback:
 it passes each record on (to MLflow) unchanged and keeps a copy, written as one TSV row per
 step when training returns. So the report draws the curves from declared files, never from
-the tracking store.
+the tracking store. A training resumed from a checkpoint records the steps after the resume
+(the crashed job's MLflow run holds the earlier ones).
 """
 
 from __future__ import annotations
