@@ -367,3 +367,33 @@ def test_locked_store_is_retried(tmp_path):
     assert Writer.calls >= 2  # it did meet the lock
     assert holder.execute("SELECT x FROM t").fetchall() == [(7,)]  # written once
     holder.close()
+
+
+def test_a_job_says_where_its_run_lives_for_the_report(tmp_path, empty_store):
+    """JobTracker.describe: what a stage writes to mlflow_run.json (the report's links)."""
+    from sr7t.report.runs import runs_table, write_run_record
+
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(CONFIG))
+    _seed(empty_store, tracking_db(tmp_path))
+    parents = start_workflow(["demo"], CONFIG, [str(cfg_file)], tmp_path)
+    with job_run("teacher", "demo", {"cohort": "demo"}, results_dir=tmp_path) as t:
+        record = write_run_record(t, tmp_path / "teacher" / "mlflow_run.json")
+    end_workflow("FINISHED")
+    (child,) = [r for r in _runs(resolve_tracking_uri(None, tmp_path)) if r.info.run_id == t.run_id]
+    assert record["run_id"] == t.run_id and record["run_name"] == "teacher demo"
+    assert record["experiment"] == "sr7t/demo"
+    assert record["experiment_id"] == child.info.experiment_id
+    assert record["parent_run_id"] == parents["demo"]
+    rows = runs_table({"teacher (training)": tmp_path / "teacher" / "mlflow_run.json"})["rows"]
+    assert rows["url"][0].endswith(f"/#/experiments/{child.info.experiment_id}/runs/{t.run_id}")
+
+
+def test_an_untracked_job_says_so_in_its_run_record(tmp_path, monkeypatch):
+    from sr7t.report.runs import write_run_record
+
+    monkeypatch.setenv(tracking.ENV_URI, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv(tracking.ENV_DISABLED, "connection refused")
+    with job_run("teacher", "demo", {}, results_dir=tmp_path) as t:
+        record = write_run_record(t, tmp_path / "run.json")
+    assert record["run_id"] is None and "connection refused" in record["reason"]

@@ -557,24 +557,36 @@ def dataset(i, o, cfg, job):
     job.tracker.log_figure(save_guidance_figure(o["npz"], o["png"], job.subject))
 
 
-MODEL_OUTPUTS = {"model": File, "summary": File}
+# history: every record of the trainer's metrics callback, one row per step (the report's
+# training curves); run: where the job's MLflow run lives (the report's links)
+MODEL_OUTPUTS = {"model": File, "summary": File, "history": File, "run": File}
 
 
 def _trained(o: dict, job: Job, train: Callable, *args) -> None:
-    """Run a trainer with the job's callbacks; write and log its summary."""
+    """Run a trainer with the job's callbacks; write and log its summary, its history of
+    metrics (:class:`sr7t.report.curves.TrainingHistory`: what MLflow gets, kept) and where
+    its MLflow run lives."""
     from sr7t.io import write_json
+    from sr7t.report.curves import TrainingHistory
+    from sr7t.report.runs import write_run_record
 
+    history = TrainingHistory(then=job.tracker.log_metrics)
     summary = train(
         *args,
         o["model"],
         job.params["checkpoints"],
-        metrics_cb=job.tracker.log_metrics,
+        metrics_cb=history,
         device=job.device,
         artifact_cb=job.tracker.log_figure,
     )
     write_json(o["summary"], summary)
     job.tracker.log_metrics(numbers_only(summary))
     job.tracker.log_artifact(o["summary"])
+    # under torchrun only rank 0 gets the metrics: the other ranks must not overwrite its files
+    if os.environ.get("RANK", "0") == "0":
+        history.write(o["history"])
+        job.tracker.log_artifact(o["history"])
+        write_run_record(job.tracker, o["run"])
 
 
 def _register_if_final(model: str, name: str, job: Job) -> None:
@@ -651,22 +663,37 @@ def regression(i, o, cfg, job):
     "evaluate_model",
     inputs={"model": File, "raw": File, "test": Files},
     optional={"model", "raw"},
-    outputs={"metrics": File, "predictions": File, "example": File},
+    outputs={"metrics": File, "predictions": File, "example": File, "run": File},
     config=("evaluate",),
 )
 def evaluate_model(i, o, cfg, job):
     """Model ``model`` (wildcard; ``model`` input: its bundle, absent for the interpolation
     baselines) on every cell of every held-out subject; ``raw`` (demo cohorts): the truth.
-    Also its example-slice reportlet (:func:`sr7t.evaluate.example.save_example_figure`)."""
+    The ``predictions`` folder holds each cell's prediction and, for a model that drew
+    several samples, their per-voxel standard deviation (``*_std.nii.gz``). Also its
+    example-slice reportlet (:func:`sr7t.evaluate.example.save_example_figure`) and where its
+    MLflow run lives (``run``)."""
     from sr7t.evaluate.example import save_example_figure
     from sr7t.evaluate.run import evaluate_model as evaluate
+    from sr7t.report.runs import write_run_record
 
     name = job.wildcards["model"]
     truth = paths.inside(i["raw"], "demo_truth_root") if "raw" in i else None
     predictions = Path(o["predictions"])
     pattern = str(predictions / Path(paths.TEMPLATES["eval_prediction"]).name)
+    std_pattern = str(predictions / Path(paths.TEMPLATES["eval_uncertainty"]).name)
     predictions.mkdir(parents=True, exist_ok=True)
-    table = evaluate(name, i.get("model"), i["test"], cfg, pattern, o["metrics"], truth, job.device)
+    table = evaluate(
+        name,
+        i.get("model"),
+        i["test"],
+        cfg,
+        pattern,
+        o["metrics"],
+        truth,
+        job.device,
+        std_pattern=std_pattern,
+    )
     job.tracker.log_artifact(o["metrics"])
     for (kind, res), group in table.groupby(["input", "resolution_mm"]):
         job.tracker.log_metrics(
@@ -679,6 +706,46 @@ def evaluate_model(i, o, cfg, job):
     truth_dir = paths.inside(i["raw"], "demo_truth_dir", subject=first) if "raw" in i else None
     save_example_figure(name, i["test"][0], truth_dir, cfg, pattern, o["example"])
     job.tracker.log_figure(o["example"])
+    write_run_record(job.tracker, o["run"])
+
+
+@stage(
+    "montage",
+    inputs={"predictions": Files, "test": Files, "raw": File},
+    optional={"raw"},
+    outputs={"figure": File},
+    config=("evaluate",),
+)
+def montage(i, o, cfg, job):
+    """Every model's prediction folder (in column order) on the first held-out subject's
+    example cell, with error maps, uncertainty and zoomed insets
+    (:func:`sr7t.evaluate.montage.save_montage_figure`); ``raw`` (demo cohorts): the truth."""
+    from sr7t.evaluate.montage import save_montage_figure
+
+    folders = {paths.match("eval_predictions", f)["model"]: f for f in i["predictions"]}
+    first = paths.match("dataset_subject", i["test"][0])["subject"]
+    truth_dir = paths.inside(i["raw"], "demo_truth_dir", subject=first) if "raw" in i else None
+    save_montage_figure(
+        i["test"][0],
+        truth_dir,
+        cfg,
+        folders,
+        Path(paths.TEMPLATES["eval_prediction"]).name,
+        Path(paths.TEMPLATES["eval_uncertainty"]).name,
+        o["figure"],
+    )
+    job.tracker.log_figure(o["figure"])
+
+
+@stage("training_curves", inputs={"histories": Files}, outputs={"figure": File})
+def training_curves(i, o, cfg, job):
+    """One loss panel per trained model, in the order the rule lists their histories (the
+    teacher, the distillation chain, the rest)."""
+    from sr7t.report.curves import save_training_curves
+
+    histories = {paths.match("model_history", f)["model"]: f for f in i["histories"]}
+    save_training_curves(histories, o["figure"])
+    job.tracker.log_figure(o["figure"])
 
 
 @stage(
@@ -704,24 +771,34 @@ def metrics(i, o, cfg, job):
         **dict.fromkeys(SUBJECT_FIGURES, Files),
         "summaries": Files,
         "examples": Files,
+        "montage": File,
+        "training_curves": File,
+        "runs": Files,
+        "config": File,
     },
+    optional={"montage", "training_curves", "runs", "config"},
     outputs={"report": File},
+    config=("tracking.ui_url",),
 )
 def report(i, o, cfg, job):
-    """The cohort's HTML report, assembled from the declared tables and reportlets only."""
+    """The cohort's HTML report, assembled from the declared tables and reportlets only, as
+    :data:`sr7t.report.html.REPORT_SPEC` lists them (an absent optional input: one note).
+    ``runs``: the ``mlflow_run.json`` of the training and evaluation jobs; ``cfg``: config
+    ``tracking.ui_url`` (the MLflow UI the links open in). The report's own run and its
+    workflow's parent run come from this job's tracker."""
     from sr7t.report.html import write_report
 
+    own = job.tracker.describe() if hasattr(job.tracker, "describe") else None
+    own_runs = {}
+    if isinstance(own, dict) and own.get("run_id"):
+        own_runs["report (this job)"] = own
+        if own.get("parent_run_id"):
+            own_runs["workflow (parent run)"] = own | {
+                "run_id": own["parent_run_id"],
+                "run_name": "workflow",
+            }
     write_report(
-        job.wildcards.get("cohort", "adhoc"),
-        o["report"],
-        metrics=i["metrics"],
-        figure=i["figure"],
-        summary=i["summary"],
-        preprocess_qc=i["preprocess_qc"],
-        manifest=i["manifest"],
-        subject_figures=by_subject(i, SUBJECT_FIGURES),
-        model_summaries={paths.match("model_summary", f)["model"]: f for f in i["summaries"]},
-        examples={paths.match("eval_example_png", f)["model"]: f for f in i["examples"]},
+        job.wildcards.get("cohort", "adhoc"), o["report"], i, ui_url=cfg, own_runs=own_runs
     )
     job.tracker.log_artifact(o["report"])
 

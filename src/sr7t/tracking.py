@@ -550,6 +550,32 @@ class JobTracker:
         assert self._store is not None
         return self._store.call(register)
 
+    def describe(self) -> dict[str, Any]:
+        """Where this job's run lives, for a link to it: ``tracking_uri``, ``experiment_id``,
+        ``experiment``, ``run_id``, ``run_name``, ``parent_run_id`` (None when not nested);
+        or ``{"run_id": None, "reason": ...}`` when tracking is off or unreachable."""
+        if not self.active:
+            reason = "tracking disabled"
+            if self._store is not None:
+                reason = _UNAVAILABLE.get(self._store.uri, "tracking unavailable")
+            return {"run_id": None, "reason": reason}
+        assert self._store is not None
+
+        def look_up(client: Any) -> dict[str, Any]:
+            run = client.get_run(self.run_id)
+            experiment = client.get_experiment(run.info.experiment_id)
+            return {
+                "tracking_uri": self._store.uri,
+                "experiment_id": run.info.experiment_id,
+                "experiment": experiment.name,
+                "run_id": self.run_id,
+                "run_name": run.info.run_name,
+                "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+            }
+
+        found = self._store.call(look_up)
+        return found or {"run_id": None, "reason": _UNAVAILABLE.get(self._store.uri, "unknown")}
+
     def _call(self, fn: Callable[[Any], Any]) -> None:
         assert self._store is not None
         self._store.call(fn)

@@ -8,7 +8,14 @@ rule evaluate_model:
     output:
         metrics=out("eval_model_metrics"),
         predictions=directory(out("eval_predictions")),
-        example=out("eval_example_png"),
+        example=report(
+            out("eval_example_png"),
+            caption="../report/example.rst",
+            category="Evaluation",
+            subcategory="Example slices",
+            labels={"model": "{model}"},
+        ),
+        run=out("eval_run"),
     params: cfg=cfg("evaluate_model")
     threads: 2
     resources: gpu=GPU
@@ -22,7 +29,7 @@ rule metrics:
         tables=per_model("eval_model_metrics", EVAL_MODELS),
     output:
         table=out("metrics"),
-        figure=out("eval_figure"),
+        figure=report(out("eval_figure"), caption="../report/metrics.rst", category="Evaluation"),
         summary=out("eval_summary"),
     log: log("metrics")
     conda: ENV

@@ -2,7 +2,8 @@
 # regression UNet baseline (the final student's architecture and budget, no diffusion). Each
 # bundle carries the whole resolved config (sr7t.stages: why it is not an input file); its own
 # sections are params.cfg, so a change of them retrains it. Checkpoints are params, not
-# outputs: Snakemake deletes a failed job's outputs, and training resumes from them.
+# outputs: Snakemake deletes a failed job's outputs, and training resumes from them. Each also
+# writes its metrics history (the report's training curves) and where its MLflow run lives.
 
 
 rule teacher:
@@ -12,6 +13,8 @@ rule teacher:
     output:
         model=out("model", model="teacher"),
         summary=out("model_summary", model="teacher"),
+        history=out("model_history", model="teacher"),
+        run=out("model_run", model="teacher"),
     params:
         cfg=cfg("teacher"),
         checkpoints=out("model_checkpoints", model="teacher"),
@@ -30,6 +33,8 @@ rule distill_stage:
     output:
         model=out("model", model="student_stage{k}"),
         summary=out("model_summary", model="student_stage{k}"),
+        history=out("model_history", model="student_stage{k}"),
+        run=out("model_run", model="student_stage{k}"),
     params:
         cfg=cfg("distill_stage"),
         checkpoints=out("model_checkpoints", model="student_stage{k}"),
@@ -47,6 +52,8 @@ rule regression:
     output:
         model=out("model", model="regression"),
         summary=out("model_summary", model="regression"),
+        history=out("model_history", model="regression"),
+        run=out("model_run", model="regression"),
     params:
         cfg=cfg("regression"),
         checkpoints=out("model_checkpoints", model="regression"),

@@ -146,6 +146,7 @@ def evaluate_model(
     out_tsv: str | Path,
     truth_root: str | Path | None = None,
     device: str | None = None,
+    std_pattern: str | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -155,7 +156,9 @@ def evaluate_model(
     folder (``<raw>/truth``, one folder per subject) or None for cohorts without truth.
     Each output gets its own monotone intensity map to the reference inside the brain
     (:func:`sr7t.evaluate.metrics.contrast_neutral_metrics`). ``pred_pattern`` has
-    ``{subject}`` and ``{cell}`` fields (NIfTI of the scored region). Returns the table
+    ``{subject}`` and ``{cell}`` fields (NIfTI of the scored region); ``std_pattern`` (same
+    fields; None: not written): where a model that draws several samples writes their
+    per-voxel standard deviation (the report's uncertainty panel). Returns the table
     (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
     from sr7t.evaluate.cells import AXIS_NAMES, cell_input, eval_cells, load_truth, roi
@@ -236,6 +239,12 @@ def evaluate_model(
                 np.where(mask, pred, 0.0).astype(np.float32),
                 _crop_affine(arrays["affine"], inner),
             )
+            if spread is not None and std_pattern is not None:
+                save_volume(
+                    std_pattern.format(subject=subject, cell=label),
+                    np.where(mask, spread, 0.0).astype(np.float32),
+                    _crop_affine(arrays["affine"], inner),
+                )
             if model is None:
                 steps, n_params, macs = 0, 0, 0
             else:
