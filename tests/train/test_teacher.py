@@ -116,12 +116,18 @@ def test_resume_upgrades_a_checkpoint_from_before_torch_ema(files, tmp_path, cap
     assert all(torch.equal(x, y) for x, y in zip(ma.parameters(), mb.parameters(), strict=True))
 
 
-def test_resume_rejects_other_architecture(files, tmp_path):
+def test_checkpoints_of_another_config_are_not_resumed(files, tmp_path, capsys):
+    """A rerun with another config (here the data section) starts from step 0 and replaces the
+    stale checkpoints: resuming them would give weights that do not match the bundle's meta."""
     cfg = tiny_config(teacher={"train_steps": 3})
     train_teacher(files[:1], [], cfg, tmp_path / "a.pt", tmp_path / "ck")
-    other = tiny_config(teacher={"train_steps": 6, "channels": [8, 8]})
-    with pytest.raises(ValueError, match="architecture"):
-        train_teacher(files[:1], [], other, tmp_path / "b.pt", tmp_path / "ck")
+    other = tiny_config(teacher={"train_steps": 3}, data={"train_slice_mm": [4.0, 6.0]})
+    assert other["data"]["patch_size"] == cfg["data"]["patch_size"]  # only the range differs
+    summary = train_teacher(files[:1], [], other, tmp_path / "b.pt", tmp_path / "ck")
+    assert summary["resumed_from_step"] == 0 and summary["steps"] == 3
+    assert "made with another config" in capsys.readouterr().err
+    again = train_teacher(files[:1], [], other, tmp_path / "c.pt", tmp_path / "ck")
+    assert again["resumed_from_step"] == 3  # its own checkpoints resume
 
 
 def _ddp_worker(rank, port, files, out_dir):

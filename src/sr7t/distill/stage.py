@@ -190,7 +190,21 @@ class DistillTrainer(DiffusionTrainer):
                 max(meta["native_slice_mm_seen"][1], pm["native_slice_mm_seen"][1]),
             ],
         )
+        # what the student's output means is its parent's: same contrast, same grid
+        for key in ("output_contrast", "contrast_map", "interpolation"):
+            if key in pm:
+                meta[key] = pm[key]
         return meta
+
+    def resume_key(self) -> str:
+        """The base key plus the parent's weights: a retrained parent voids the checkpoints."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.parent.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return f"{super().resume_key()}-{digest.hexdigest()[:12]}"
 
 
 def distill_stage(

@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sr7t.config import config_hash
 from sr7t.data.contrast import fit_quantile_map
 from sr7t.data.slices import (
     SliceDataset,
@@ -449,6 +450,13 @@ class DiffusionTrainer:
         lo, hi = self.data_cfg["synth"]["inplane_mm"]
         return [max(float(lo), voxel), max(float(hi), max(natives))]
 
+    def resume_key(self) -> str:
+        """What a checkpoint must have been made with to be resumed: the kind, the config
+        sections that shape training and the training subjects (a subclass adds its parent)."""
+        sections = {k: self.config.get(k) for k in ("data", "teacher", "distill")}
+        names = sorted(s.name for s in self.train_subjects)
+        return config_hash({"kind": self.kind, "sections": sections, "train": names})
+
     # ----- shared helpers -------------------------------------------------------------
     def x0_cond(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         cond = batch["cond"].to(self.device)
@@ -487,13 +495,24 @@ class DiffusionTrainer:
 
         start = 0
         ckpt = latest_checkpoint(self.checkpoint_dir)
+        state = None
         if ckpt is not None:
             state = torch.load(ckpt, map_location=self.device, weights_only=True)
-            if state["architecture"] != plain(self.denoiser(trainable).arch):
-                raise ValueError(
-                    f"checkpoint {ckpt} was made with architecture {state['architecture']}, "
-                    f"not {self.denoiser(trainable).arch}: remove {self.checkpoint_dir} to restart"
-                )
+            if state.get("resume_key") != self.resume_key():
+                # Checkpoints of another config (or parent, or training data): a resume would
+                # give a bundle whose weights do not match its own meta. Start afresh.
+                if self.rank == 0:
+                    print(
+                        f"{ckpt.parent}: checkpoints were made with another config, parent or "
+                        "training subjects; starting from step 0",
+                        file=sys.stderr,
+                    )
+                    for old in Path(self.checkpoint_dir).glob(CHECKPOINT_GLOB):
+                        old.unlink()
+                if self.world > 1:
+                    dist.barrier()
+                ckpt = state = None
+        if ckpt is not None:
             state = upgrade_checkpoint(state, opt, self.total_steps, cfg["warmup_steps"])
             trainable.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
@@ -648,6 +667,7 @@ class DiffusionTrainer:
                 "grad_scaler": scaler.state_dict(),
                 "rng": _rng_state(),
                 "architecture": plain(self.denoiser(trainable).arch),
+                "resume_key": self.resume_key(),
                 "kind": self.kind,
             }
             atomic_torch_save(state, self.checkpoint_dir / f"step_{step:08d}.pt")
