@@ -126,8 +126,9 @@ def test_checkpoints_of_another_config_are_not_resumed(files, tmp_path, capsys):
     summary = train_teacher(files[:1], [], other, tmp_path / "b.pt", tmp_path / "ck")
     assert summary["resumed_from_step"] == 0 and summary["steps"] == 3
     assert "made with another config" in capsys.readouterr().err
-    again = train_teacher(files[:1], [], other, tmp_path / "c.pt", tmp_path / "ck")
-    assert again["resumed_from_step"] == 3  # its own checkpoints resume
+    longer = tiny_config(teacher={"train_steps": 6}, data={"train_slice_mm": [4.0, 6.0]})
+    again = train_teacher(files[:1], [], longer, tmp_path / "c.pt", tmp_path / "ck")
+    assert again["resumed_from_step"] == 3  # its own checkpoints resume, with a longer budget
 
 
 def _ddp_worker(rank, port, files, out_dir):

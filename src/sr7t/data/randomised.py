@@ -7,8 +7,9 @@ among the subject's x, y and z per example, and so are the plane's other axis an
 acquisition, so one model serves thick slices along any axis, isotropically coarse inputs and
 fine ones. The condition channels are, in order:
 
-- ``2 * context_slices + 1`` input planes (the acquired 1.5T-like block, linearly interpolated
-  back to the fine grid, normalised so its 99th percentile in the brain is about 1);
+- ``2 * context_slices + 1`` input planes (the acquired 1.5T-like block, interpolated back to
+  the fine grid as ``data.interpolation`` says, normalised so its 99th percentile in the brain
+  is about 1);
 - the guidance channels of the centre plane (as :class:`~sr7t.data.slices.SliceDataset`),
   unless ``use_guidance`` is false;
 - :data:`GEOMETRY_CHANNELS`: constant planes with the input's slice spacing and in-plane
@@ -135,8 +136,8 @@ class RandomisedSliceDataset(Dataset):
             slice_mm = max(acq.slice_mm, float(native[2]))
             block = synth.sample(subj.t1, coords)
             if slice_mm > native[2] * 1.001 or self.order != 1:
-                # re-acquired (at its own spacing too when the grid interpolation is not the
-                # registration's linear one)
+                # re-acquired; with cubic interpolation at its own spacing too, so it comes
+                # back onto the grid by the same spline as every other input
                 m = synth.acquisition_matrix(
                     size, voxel, slice_mm, offset_mm=acq.offset_mm, order=self.order
                 )

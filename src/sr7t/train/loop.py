@@ -54,6 +54,20 @@ from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
 from sr7t.models.diffusion import Denoiser, param_count
 
 CHECKPOINT_GLOB = "step_*.pt"
+# Keys a rerun may change and still resume (the step budget, monitoring, loader workers).
+RESUME_FREE = frozenset(
+    {
+        "train_steps",
+        "steps_per_stage",
+        "checkpoint_every",
+        "log_every",
+        "val_every",
+        "val_examples",
+        "sample_every",
+        "val_slice_mm",
+        "num_workers",
+    }
+)
 KEEP_CHECKPOINTS = 2
 
 
@@ -452,8 +466,12 @@ class DiffusionTrainer:
 
     def resume_key(self) -> str:
         """What a checkpoint must have been made with to be resumed: the kind, the config
-        sections that shape training and the training subjects (a subclass adds its parent)."""
-        sections = {k: self.config.get(k) for k in ("data", "teacher", "distill")}
+        sections that shape training (all but :data:`RESUME_FREE`: a longer or shorter budget
+        resumes) and the training subjects (a subclass adds its parent)."""
+        sections = {
+            k: {key: v for key, v in (self.config.get(k) or {}).items() if key not in RESUME_FREE}
+            for k in ("data", "teacher", "distill")
+        }
         names = sorted(s.name for s in self.train_subjects)
         return config_hash({"kind": self.kind, "sections": sections, "train": names})
 
