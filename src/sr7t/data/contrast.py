@@ -9,8 +9,9 @@ subjects by matching the quantiles of their 1.5T and 7T inside the brain
 (:func:`quantile_map`, stored in the model bundle as ``meta["contrast_map"]``).
 
 Why: inferring an unknown input contrast patch by patch gives spatially varying intensity
-errors that no global map can undo; on the validation subject they cost more than the whole
-resolution gain (README, *How the demo settings were chosen*).
+errors that no global map can undo; on the validation subject they cost about 1 dB on the
+simulated thick-slice inputs, more than the whole resolution gain (README § Benchmarks,
+*Validation, sub-05: what the network should learn*).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ tissue within ``[c_k - s/2, c_k + s/2]`` (``s`` = slice thickness = slice spacin
 slice centres ``c_k = offset + k * s`` measured from the first voxel centre. The volume is
 treated as piecewise constant over its voxels (each voxel covers ``[i*v - v/2, i*v + v/2]``,
 ``v`` = voxel size along the axis), so slice values are overlap-weighted voxel means. The
-slices are then linearly interpolated back to the voxel centres (constant beyond the first and
-last slice centres), so the result has the input's shape and grid.
+slices are then interpolated back to the voxel centres, linearly or with a cubic B-spline
+(constant beyond the first and last slice centres), so the result has the input's shape and
+grid.
 
 The whole operation is linear and acts on each line along the axis independently, so it is one
 ``(n, n)`` matrix (:func:`slice_spacing_matrix`) shared by the numpy and torch versions.
