@@ -6,11 +6,8 @@ jobs for real (seconds)."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import yaml
 from sr7t import paths
 from sr7t.io import save_volume
 from tests.conftest import REPO
+from tests.workflow.dryrun import planned, snakemake
 
 pytestmark = pytest.mark.workflow
 COHORT = "sheet"
@@ -49,22 +47,11 @@ def _sheet_cohort(root: Path) -> Path:
 
 
 def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    cmd += ["--directory", str(work), *args, "--configfile", "sheet.yaml"]
-    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
+    return snakemake(work, "sheet.yaml", *args)
 
 
 def _planned(stdout: str) -> dict[str, set[str]]:
-    """rule -> subjects of its planned jobs, from a dry run's job listing."""
-    jobs: dict[str, set[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", stdout):
-        rule = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block.strip())
-        subject = re.search(r"wildcards: .*subject=([^,\s]+)", block)
-        if rule:
-            jobs.setdefault(rule.group(1), set()).update([subject.group(1)] if subject else [])
-    return jobs
+    return planned(stdout, "subject")
 
 
 def test_missing_raw_file_and_subject_without_7t_plan_the_whole_workflow(tmp_path):

@@ -6,7 +6,6 @@ and what depends on it; and a cohort without a model fails at start naming the k
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import yaml
 from sr7t import paths
 from sr7t.io import save_volume
 from tests.conftest import REPO
+from tests.workflow.dryrun import planned, snakemake
 
 sys.path.insert(0, str(REPO / "tests"))
 from model_phantom import tiny_config, write_phantom_npz  # noqa: E402
@@ -75,22 +75,11 @@ def _sheet(work: Path, subjects: str) -> None:
 
 
 def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    cmd += ["--directory", str(work), *args, "--configfile", "infer.yaml"]
-    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
+    return snakemake(work, "infer.yaml", *args)
 
 
 def _planned(stdout: str) -> dict[str, set[str]]:
-    """rule -> the subject (or bids_prefix) wildcards of its planned jobs, from a dry run."""
-    jobs: dict[str, set[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", stdout):
-        rule = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block.strip())
-        who = re.search(r"wildcards: .*(?:subject|bids_prefix)=([^,\s]+)", block)
-        if rule:
-            jobs.setdefault(rule.group(1), set()).update([who.group(1)] if who else [])
-    return jobs
+    return planned(stdout, "subject|bids_prefix")
 
 
 def _config(work: Path, model: dict | None, cohort_extra: dict | None = None) -> None:
