@@ -46,6 +46,8 @@ def rules(tmp_path_factory):
     work = tmp_path_factory.mktemp("parse")
     shutil.copytree(REPO / "config", work / "config")
     (work / "routine.tsv").write_text("subject\tscan_1p5T\na\traw/a_1p5T.nii.gz\n")
+    (work / "raw").mkdir()
+    (work / "raw" / "a_1p5T.nii.gz").touch()  # exists: the check at start needs no more
     routine = {"source": "samples", "samples": str(work / "routine.tsv")}
     routine["model"] = {"from_cohort": "tiny"}
     (work / "routine.yaml").write_text(json.dumps({"cohorts": {"routine": routine}}))

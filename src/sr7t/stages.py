@@ -359,6 +359,7 @@ def _ingest(o: dict, cfg: dict, job: Job, require_7t: bool) -> None:
         outputs,
         o["rows"],
         require_7t=require_7t,
+        split=cfg.get("split") or "train",
     )
     job.tracker.log_artifact(o["rows"])
     job.tracker.log_metrics({"scans": len(table)})
@@ -372,8 +373,9 @@ def _ingest(o: dict, cfg: dict, job: Job, require_7t: bool) -> None:
 )
 def ingest(i, o, cfg, job):
     """``cfg``: the subject's raw files (``scan_1p5T``, ``scan_7T``, ``coef_1p5T``,
-    ``coef_7T``; None when absent). The inputs are those that exist (the demo's raw folder for
-    a demo cohort): a missing one fails this subject's job, naming the file, not the DAG."""
+    ``coef_7T``; None when absent) and its ``split``. The inputs are those that exist (the
+    demo's raw folder for a demo cohort): a missing one fails this subject's job, naming the
+    file, not the DAG."""
     _ingest(o, cfg, job, require_7t=True)
 
 
@@ -779,13 +781,15 @@ def metrics(i, o, cfg, job):
     optional={"montage", "training_curves", "runs", "config"},
     outputs={"report": File},
     config=("tracking.ui_url",),
+    params=("left_out",),
 )
 def report(i, o, cfg, job):
     """The cohort's HTML report, assembled from the declared tables and reportlets only, as
     :data:`sr7t.report.html.REPORT_SPEC` lists them (an absent optional input: one note).
     ``runs``: the ``mlflow_run.json`` of the training and evaluation jobs; ``cfg``: config
-    ``tracking.ui_url`` (the MLflow UI the links open in). The report's own run and its
-    workflow's parent run come from this job's tracker."""
+    ``tracking.ui_url`` (the MLflow UI the links open in); ``params.left_out``: the subjects
+    left out for bad input, with their error. The report's own run and its workflow's parent
+    run come from this job's tracker."""
     from sr7t.report.html import write_report
 
     own = job.tracker.describe() if hasattr(job.tracker, "describe") else None
@@ -798,7 +802,12 @@ def report(i, o, cfg, job):
                 "run_name": "workflow",
             }
     write_report(
-        job.wildcards.get("cohort", "adhoc"), o["report"], i, ui_url=cfg, own_runs=own_runs
+        job.wildcards.get("cohort", "adhoc"),
+        o["report"],
+        i,
+        ui_url=cfg,
+        own_runs=own_runs,
+        left_out=job.params.get("left_out"),
     )
     job.tracker.log_artifact(o["report"])
 
@@ -908,9 +917,11 @@ def derivatives_description(i, o, cfg, job):
     "infer_report",
     inputs={"model_info": File, "t1w": Files, "sidecars": Files, "figures": Files},
     outputs={"report": File},
+    params=("left_out",),
 )
 def infer_report(i, o, cfg, job):
-    """``cfg``: the subjects, in the order of the ``t1w``, ``sidecars`` and ``figures`` lists."""
+    """``cfg``: the subjects, in the order of the ``t1w``, ``sidecars`` and ``figures`` lists;
+    ``params.left_out``: the subjects left out for bad input, with their error."""
     from sr7t.report.inference import write_inference_report
 
     files = zip(i["t1w"], i["sidecars"], i["figures"], strict=True)
@@ -923,5 +934,6 @@ def infer_report(i, o, cfg, job):
         o["report"],
         model_info=i["model_info"],
         subjects=subjects,
+        left_out=job.params.get("left_out"),
     )
     job.tracker.log_artifact(o["report"])

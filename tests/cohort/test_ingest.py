@@ -132,3 +132,35 @@ def test_ingest_stages_one_line_error_and_1p5t_only(tmp_path, phantom, monkeypat
     assert stages.run("ingest", {"scan_1p5T": good}, outputs, raw, {"subject": "b"}) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"sr7t ingest: subject b: 7T scan file {missing} does not exist"
+
+
+def test_preflight_names_each_bad_subject_and_usable_after_checks_what_is_left(tmp_path, phantom):
+    """The workflow's check at start (no scan read in full): a missing file, a coefficient
+    file that does not parse, a held-out subject without a 7T partner; an inference subject
+    needs no partner. Without usable training or test subjects the cohort stops at start."""
+    from sr7t.cohort.ingest import preflight
+    from sr7t.cohort.samples import Cohort, SubjectScans, usable_after
+    from sr7t.config import ConfigError
+
+    good = str(save_volume(tmp_path / "good.nii.gz", phantom, np.eye(4)))
+    junk = tmp_path / "junk.grad"
+    junk.write_text("not a gradient file\n")
+    subs = [
+        SubjectScans("a", good, good),
+        SubjectScans("b", good, str(tmp_path / "gone.nii.gz")),
+        SubjectScans("c", good, None, split="infer"),
+        SubjectScans("d", good, good, coef_7T=str(junk)),
+        SubjectScans("e", good, None, split="test"),
+        SubjectScans("f", good, good, split="test"),
+    ]
+    cohort = Cohort("x", "samples", {s.subject: s for s in subs})
+    bad = preflight(cohort)
+    assert sorted(bad) == ["b", "d", "e"]
+    assert bad["b"] == f"subject b: 7T scan file {tmp_path / 'gone.nii.gz'} does not exist"
+    assert bad["d"].startswith(f"subject d: 7T gradient coefficient file {junk} ")
+    assert bad["e"] == f"subject e: {good}: has no 7T partner, which its split (test) needs"
+    assert all("\n" not in line for line in bad.values())
+    usable_after(cohort, bad)  # a (train) and f (test) remain
+    with pytest.raises(ConfigError, match=r"no test subject has usable input \(subject e"):
+        usable_after(cohort, bad | {"f": "subject f: broken"})
+    assert preflight(Cohort("demo", "demo", {"a": SubjectScans("a", "/nowhere")})) == {}

@@ -217,3 +217,16 @@ def test_every_spec_input_is_one_the_report_stage_declares():
     used = {k for entry in REPORT_SPEC for k in entry.sources}
     assert used <= declared, used - declared
     assert all(e.kind in report_html.KINDS for e in REPORT_SPEC)
+
+
+def test_subjects_left_out_for_bad_input_are_listed_with_their_error(tmp_path, inputs):
+    line = "subject sub-09: 7T scan file /data/sub-09_7T.nii.gz does not exist"
+    html = write_report(
+        COHORT, tmp_path / "index.html", inputs, left_out={"sub-09": line}
+    ).read_text()
+    warnings = html[html.index("<h2>Warnings and errors</h2>") :]
+    assert "Subjects left out for bad input" in warnings
+    assert "<td>sub-09</td>" in warnings and line in warnings
+    assert "1 left out for bad input" in html[: html.index("<h2>Summary</h2>")]
+    clean = write_report(COHORT, tmp_path / "clean.html", inputs).read_text()
+    assert "Every subject passed the raw-input check." in clean and "sub-09" not in clean

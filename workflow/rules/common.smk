@@ -1,10 +1,12 @@
 # Shared helpers: the config (resolved once), cohorts, and every path (sr7t.paths, one table).
 # Each stage rule names its files, params.cfg and log, and runs the one generic script
 # (STAGE), which calls the sr7t stage of the rule's name (sr7t.stages).
+import sys
 from pathlib import Path
 
 from sr7t import paths as P
-from sr7t.cohort.samples import load_cohort
+from sr7t.cohort.ingest import preflight
+from sr7t.cohort.samples import load_cohort, usable_after
 from sr7t.config import resolve_workflow_config
 from sr7t.infer import bids as BIDS
 from sr7t.infer.source import model_source
@@ -22,6 +24,14 @@ RUN_COHORTS = config.get("run_cohorts") or list(COHORTS)
 for _name in RUN_COHORTS:
     if _name not in COHORTS:
         raise ValueError(f"config: run_cohorts names unknown cohort {_name!r}")
+# Bad raw input (a missing file or 7T partner, a coefficient file that does not parse:
+# sr7t.cohort.ingest.preflight): the subject is left out of the manifest and everything
+# downstream, its ingest job still runs and fails with the same line, the reports list it.
+LEFT_OUT = {c: preflight(COHORTS[c]) for c in COHORTS}
+for _name in RUN_COHORTS:
+    for _line in LEFT_OUT[_name].values():
+        print(f"sr7t: cohort {_name}: left out, {_line}", file=sys.stderr)
+    usable_after(COHORTS[_name], LEFT_OUT[_name])
 N_STAGES = config["distill"]["stages"]
 LEARNED_MODELS = ["teacher"] + [f"student_stage{k}" for k in range(1, N_STAGES + 1)]
 LEARNED_MODELS += ["regression"] if config["evaluate"]["regression_baseline"] else []
@@ -62,19 +72,24 @@ def subjects(cohort, split=None):
     that needs a 7T."""
     c = COHORTS[cohort]
     if split is None:
-        return sorted(s for s in c.subjects if not inferring(c.subjects[s]))
-    return sorted(c.in_split(split))
+        found = [s for s in c.subjects if not inferring(c.subjects[s])]
+    else:
+        found = c.in_split(split)
+    return sorted(s for s in found if s not in LEFT_OUT[cohort])
 
 
 def inferring(sub):
     """A subject without a 7T scan (split "infer"): ingest its 1.5T, nothing downstream."""
-    return sub.split == "infer" or not sub.has_7t
+    return sub.split == "infer"
 
 
 # Inference (sr7t.infer): each cohort's subjects without a 7T, whether it trains, where its
 # model comes from (checked here, at start) and its subjects' BIDS entities.
 INFER_SUBJECTS = {
-    c: sorted(s for s, sub in COHORTS[c].subjects.items() if inferring(sub)) for c in COHORTS
+    c: sorted(
+        s for s, sub in COHORTS[c].subjects.items() if inferring(sub) and s not in LEFT_OUT[c]
+    )
+    for c in COHORTS
 }
 TRAINS = {c: any(s.split == "train" for s in COHORTS[c].subjects.values()) for c in COHORTS}
 MODEL_SOURCES = {
@@ -135,6 +150,7 @@ def final_outputs():
             targets += [out(n, cohort=c) for n in ("preprocess_qc", "metrics", "report")]
         if INFER_SUBJECTS[c]:
             targets += [out("derivatives_description", cohort=c), out("infer_report", cohort=c)]
+        targets += [ingest_row(c, s) for s in LEFT_OUT[c]]  # fails, and says why
     return targets
 
 
@@ -179,25 +195,32 @@ def raw_inputs(*keys):
 
 
 def raw_files(wildcards):
-    """Param function: the subject's raw paths (None when absent)."""
-    return {k: getattr(subject_record(wildcards), k) for k in RAW_KEYS}
+    """Param function: the subject's raw paths (None when absent) and its split."""
+    sub = subject_record(wildcards)
+    return {k: getattr(sub, k) for k in RAW_KEYS} | {"split": sub.split}
+
+
+def ingest_row(cohort, subject):
+    sub = COHORTS[cohort].subjects[subject]
+    return out(
+        "ingest_infer_row" if inferring(sub) else "ingest_row", cohort=cohort, subject=subject
+    )
 
 
 def ingest_rows(wildcards):
-    """Input function of the manifest: every subject's ingest rows (1.5T-only ones apart)."""
-    c = COHORTS[wildcards.cohort]
-    return [
-        out(
-            "ingest_infer_row" if inferring(sub) else "ingest_row",
-            cohort=wildcards.cohort,
-            subject=s,
-        )
-        for s, sub in sorted(c.subjects.items())
-    ]
+    """Input function of the manifest: the ingest rows of every subject not left out."""
+    c = wildcards.cohort
+    return [ingest_row(c, s) for s in sorted(COHORTS[c].subjects) if s not in LEFT_OUT[c]]
 
 
 def splits(wildcards):
-    return {s: r.split for s, r in COHORTS[wildcards.cohort].subjects.items()}
+    c = wildcards.cohort
+    return {s: r.split for s, r in COHORTS[c].subjects.items() if s not in LEFT_OUT[c]}
+
+
+def left_out(wildcards):
+    """Param function of the reports: the subjects left out for bad input, with the line."""
+    return LEFT_OUT[wildcards.cohort]
 
 
 def demo_config(wildcards):

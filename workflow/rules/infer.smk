@@ -76,7 +76,7 @@ rule infer_report:
         unpack(infer_report_inputs),
     output:
         report=out("infer_report"),
-    params: cfg=infer_report_params
+    params: cfg=infer_report_params, left_out=left_out
     log: log("infer_report")
     conda: ENV
     script: STAGE

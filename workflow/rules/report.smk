@@ -47,7 +47,7 @@ rule report:
         config=out("resolved_config"),
     output:
         report=report(out("report"), caption="../report/report.rst", category="Report"),
-    params: cfg=cfg("report")
+    params: cfg=cfg("report"), left_out=left_out
     log: log("report")
     conda: ENV
     script: STAGE

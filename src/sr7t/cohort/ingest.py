@@ -38,34 +38,20 @@ def ingest_subject(
     outputs: dict[str, str],
     out_rows: str | Path,
     require_7t: bool,
+    split: str = "train",
 ) -> pd.DataFrame:
     """Validate and copy one subject's scans.
 
     ``scans`` and ``coefs`` map field ("1p5T", "7T") to a raw path or None; ``outputs`` maps
     field to the canonical copy to write. Writes ``out_rows`` (TSV, one row per scan, the
-    manifest's columns without ``split``) and returns it.
+    manifest's columns without ``split``) and returns it. ``split`` words a missing partner.
     """
-    if not scans.get("1p5T"):
-        raise ScanError(subject, "(sample sheet)", "has no 1.5T scan")
-    if require_7t and not scans.get("7T"):
-        raise ScanError(subject, str(scans["1p5T"]), "has no 7T partner, which training needs")
+    check_raw_files(subject, scans, coefs, require_7t, split)
     rows = []
     checked = {}
     fields = [fld for fld, src in scans.items() if src]
-    # Validate everything before writing anything, so a bad partner leaves no half subject:
-    # first that every raw file exists, then that each coefficient file parses, then the scans.
-    for fld in fields:
-        for role, raw in ((f"{_label(fld)} scan", scans[fld]), (_coef_role(fld), coefs.get(fld))):
-            if raw and not Path(raw).is_file():
-                raise RawFileError(subject, role, raw, "does not exist")
-    for fld in fields:
-        if coefs.get(fld):
-            from sr7t.preprocess.gnl import CoefficientFileError, read_coefficients
-
-            try:
-                read_coefficients(coefs[fld])
-            except CoefficientFileError as exc:
-                raise RawFileError(subject, _coef_role(fld), coefs[fld], exc.problem) from None
+    # Everything is validated before anything is written, so a bad partner leaves no half
+    # subject: the cheap checks above, then each scan read in full.
     for fld in fields:
         src, coef = Path(scans[fld]), coefs.get(fld)
         data, affine = load_volume(src, subject)
@@ -89,6 +75,59 @@ def ingest_subject(
     Path(out_rows).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_rows, sep="\t", index=False)
     return table
+
+
+def check_raw_files(
+    subject: str,
+    scans: dict[str, str | None],
+    coefs: dict[str, str | None],
+    require_7t: bool,
+    split: str = "train",
+) -> None:
+    """The checks that need no scan read in full (the workflow runs them at start, for every
+    subject, :func:`preflight`): a 1.5T scan and, when ``require_7t``, a 7T partner are named;
+    every named file exists; each coefficient file parses. Raises :class:`ScanError` (its one
+    line names subject and file); ``split`` only words the missing-partner error."""
+    if not scans.get("1p5T"):
+        raise ScanError(subject, "(sample sheet)", "has no 1.5T scan")
+    if require_7t and not scans.get("7T"):
+        need = "training" if split == "train" else f"its split ({split})"
+        raise ScanError(subject, str(scans["1p5T"]), f"has no 7T partner, which {need} needs")
+    fields = [fld for fld, src in scans.items() if src]
+    for fld in fields:
+        for role, raw in ((f"{_label(fld)} scan", scans[fld]), (_coef_role(fld), coefs.get(fld))):
+            if raw and not Path(raw).is_file():
+                raise RawFileError(subject, role, raw, "does not exist")
+    for fld in fields:
+        if coefs.get(fld):
+            from sr7t.preprocess.gnl import CoefficientFileError, read_coefficients
+
+            try:
+                read_coefficients(coefs[fld])
+            except CoefficientFileError as exc:
+                raise RawFileError(subject, _coef_role(fld), coefs[fld], exc.problem) from None
+
+
+def preflight(cohort) -> dict[str, str]:
+    """Each subject of ``cohort`` (:class:`sr7t.cohort.samples.Cohort`) whose raw input fails
+    :func:`check_raw_files`, with its one-line error. The workflow leaves these subjects out of
+    the manifest and everything downstream, and still runs their ingest job, which fails with
+    the same line. A demo cohort's files do not exist before its job writes them: not checked
+    (its generator makes them whole)."""
+    if cohort.source == "demo":
+        return {}
+    bad = {}
+    for sid, sub in sorted(cohort.subjects.items()):
+        scans = {"1p5T": sub.scan_1p5T, "7T": sub.scan_7T}
+        coefs = {"1p5T": sub.coef_1p5T, "7T": sub.coef_7T}
+        inferring = sub.split == "infer"
+        if inferring:
+            scans, coefs = {"1p5T": sub.scan_1p5T}, {"1p5T": sub.coef_1p5T}
+        try:
+            check_raw_files(sid, scans, coefs, require_7t=not inferring, split=sub.split)
+        except ScanError as exc:
+            bad[sid] = str(exc)
+    return bad
 
 
 class RawFileError(ScanError):

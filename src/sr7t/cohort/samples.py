@@ -182,8 +182,10 @@ def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
     colin27 = cohort.subjects.get(COLIN27_SUBJECT)
     if cohort.source == "demo" and colin27 is not None and colin27.split == "train":
         colin27.split = "test"  # the real-anatomy subject exists to be held out: never train
-    for sub in cohort.subjects.values():
-        if not sub.has_7t:
+    for sid, sub in cohort.subjects.items():
+        if not sub.has_7t and sid not in explicit:
+            # No 7T: inference only. One the config holds out for val/test keeps its split,
+            # and its ingest fails for want of a partner (sr7t.cohort.ingest.preflight).
             sub.split = "infer"
     with_7t = [s for s in cohort.subjects.values() if s.has_7t]
     if with_7t and not any(s.split == "train" for s in with_7t):
@@ -208,3 +210,18 @@ def _default_held_out(cohort: Cohort) -> dict[str, list[str]]:
     mni = [s for s in ids if s != COLIN27_SUBJECT]
     test = mni[-1:] + ([COLIN27_SUBJECT] if COLIN27_SUBJECT in cohort.subjects else [])
     return {"test": test, "val": mni[-2:-1] if len(mni) >= 3 else []}
+
+
+def usable_after(cohort: Cohort, left_out: dict[str, str]) -> None:
+    """Check that ``cohort`` can still train and be scored without the subjects ``left_out``
+    (subject -> its one-line error, :func:`sr7t.cohort.ingest.preflight`): a cohort with
+    training subjects needs at least one training and one test subject whose input passed.
+    Raises :class:`ConfigError` naming the split and the errors of the subjects left out."""
+    if not cohort.in_split("train"):
+        return  # inference only
+    for split in ("train", "test"):
+        if cohort.in_split(split) and all(s in left_out for s in cohort.in_split(split)):
+            lines = "; ".join(left_out[s] for s in sorted(cohort.in_split(split)))
+            raise ConfigError(
+                f"cohort {cohort.name}: no {split} subject has usable input ({lines})"
+            )

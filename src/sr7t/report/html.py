@@ -39,6 +39,7 @@ class ReportContext:
     cohort: str
     ui_url: str | None = None  # config tracking.ui_url (sr7t.report.runs.ui_base)
     own_runs: dict[str, dict] = field(default_factory=dict)  # label -> run record (this job)
+    left_out: dict[str, str] = field(default_factory=dict)  # subject -> its bad-input error
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,21 @@ def write_report(
     *,
     ui_url: str | None = None,
     own_runs: Mapping[str, dict] | None = None,
+    left_out: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report of ``cohort`` to ``out_html`` from the report stage's declared
     ``inputs`` (input name -> path, or list of paths), as :data:`REPORT_SPEC` lists them.
     ``ui_url``: the MLflow UI's base URL (None: :func:`sr7t.report.runs.ui_base`'s default);
     ``own_runs``: runs known to the report job itself (label -> run record: its own, the
-    workflow's parent run)."""
-    ctx = ReportContext(cohort, ui_url, dict(own_runs or {}))
+    workflow's parent run); ``left_out``: subjects left out for bad input -> their error."""
+    ctx = ReportContext(cohort, ui_url, dict(own_runs or {}), dict(left_out or {}))
+    cohort_line = _cohort_line(inputs.get("manifest"))
+    if ctx.left_out:
+        cohort_line += f"; {len(ctx.left_out)} left out for bad input (see Warnings and errors)"
     context = {
         "cohort": cohort,
         "written": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}",
-        "cohort_line": _cohort_line(inputs.get("manifest")),
+        "cohort_line": cohort_line,
         "sections": assemble(REPORT_SPEC, inputs, ctx),
     }
     out_html = Path(out_html)
@@ -318,6 +323,13 @@ def _warnings(ctx, metrics) -> Markup | None:
     return _table(warnings[["model", "resolution_mm", "subject", "warning"]])
 
 
+def _left_out(ctx) -> Markup | None:
+    if not ctx.left_out:
+        return None
+    rows = sorted(ctx.left_out.items())
+    return _table(pd.DataFrame(rows, columns=["subject", "error"]))
+
+
 def _flagged(ctx, qc) -> Markup | None:
     table = pd.read_csv(qc, sep="\t")
     flagged = table[table.get("qc_failed", pd.Series(False, index=table.index)).astype(bool)]
@@ -478,6 +490,16 @@ REPORT_SPEC: tuple[Reportlet, ...] = (
         "Subjects that failed a preprocessing QC check:",
         _flagged,
         empty="No subject failed a preprocessing QC check.",
+    ),
+    Reportlet(
+        "Warnings and errors",
+        "",
+        (),
+        "table",
+        "Subjects left out for bad input (a missing file or 7T partner, a coefficient file "
+        "that does not parse): no output and no score; their ingest job failed with this line.",
+        _left_out,
+        empty="Every subject passed the raw-input check.",
     ),
 )
 

@@ -17,9 +17,11 @@ def write_inference_report(
     *,
     model_info: str | Path,
     subjects: dict[str, dict[str, str]],
+    left_out: dict[str, str] | None = None,
 ) -> Path:
     """Write ``out_html`` from ``model_info`` (the ``infer_model`` description) and, per
-    subject, its derivative's ``sidecar`` (JSON), ``figure`` (PNG) and ``t1w`` path."""
+    subject, its derivative's ``sidecar`` (JSON), ``figure`` (PNG) and ``t1w`` path;
+    ``left_out``: subjects left out for bad input -> their one-line error."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from sr7t import __version__
@@ -50,6 +52,7 @@ def write_inference_report(
         cohort=cohort,
         model=model,
         subjects=rows,
+        left_out=sorted((left_out or {}).items()),
         n_warned=sum(bool(r["warnings"]) for r in rows),
         version=__version__,
         generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
