@@ -22,7 +22,10 @@ import pandas as pd
 
 from sr7t import paths
 from sr7t.config import resolve
-from sr7t.evaluate.run import BASELINE_ORDER, evaluate_model, summary_table
+from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model, summary_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_variant import override  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,11 +44,20 @@ def main(argv=None) -> int:
         help="subjects to score (default val; test only to measure, never to choose: "
         "benchmarks/seed_spread.py)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="key.path=YAML value, e.g. evaluate.axes=[] evaluate.pipeline=false (iso cell only)",
+    )
     a = ap.parse_args(argv)
 
     import yaml
 
-    cfg = resolve(yaml.safe_load(Path(a.config).read_text()))
+    raw = yaml.safe_load(Path(a.config).read_text())
+    for item in a.set:
+        override(raw, item)
+    cfg = resolve(raw)
     eval_cfg = cfg["evaluate"]
     root = Path(a.results)
     manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
@@ -54,6 +66,10 @@ def main(argv=None) -> int:
         print(f"cohort {a.cohort} has no {a.split} subjects", file=sys.stderr)
         return 2
     files = [str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in val]
+    train = sorted(manifest.loc[manifest["split"] == "train", "subject"].unique())
+    train_files = [
+        str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in train
+    ]
     truth = paths.path("demo_truth_root", root, cohort=a.cohort)
     truth_root = truth if truth.exists() else None
     explicit = dict(item.split("=", 1) for item in a.model_file)
@@ -69,7 +85,14 @@ def main(argv=None) -> int:
         pattern = str(out / name / "{subject}_{cell}.nii.gz")
         tables.append(
             evaluate_model(
-                name, model_file, files, eval_cfg, pattern, out / name / "metrics.tsv", truth_root
+                name,
+                model_file,
+                files,
+                eval_cfg,
+                pattern,
+                out / name / "metrics.tsv",
+                truth_root,
+                train_files=train_files if name in MAPPED_BASELINES else None,
             )
         )
     table = pd.concat(tables, ignore_index=True)

@@ -663,8 +663,8 @@ def regression(i, o, cfg, job):
 
 @stage(
     "evaluate_model",
-    inputs={"model": File, "raw": File, "test": Files},
-    optional={"model", "raw"},
+    inputs={"model": File, "raw": File, "test": Files, "train": Files},
+    optional={"model", "raw", "train"},
     outputs={"metrics": File, "predictions": File, "example": File, "run": File},
     config=("evaluate",),
 )
@@ -695,6 +695,7 @@ def evaluate_model(i, o, cfg, job):
         truth,
         job.device,
         std_pattern=std_pattern,
+        train_files=i.get("train"),
     )
     job.tracker.log_artifact(o["metrics"])
     for (kind, res), group in table.groupby(["input", "resolution_mm"]):

@@ -82,3 +82,40 @@ def test_unknown_fit_and_empty_mask_are_errors():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="1 non-finite"):
         fit_intensity(bad, ref, mask)
+
+
+def test_training_contrast_map_is_the_trainers_map_fitted_one_subject_at_a_time(tmp_path):
+    """The bspline_map baseline's map (sr7t.evaluate.run.training_contrast_map) is the one a
+    model's meta carries (sr7t.data.contrast.fit_quantile_map) for the same subjects."""
+    from sr7t.data.contrast import fit_quantile_map, quantile_map
+    from sr7t.data.slices import load_subject
+    from sr7t.evaluate.run import training_contrast_map
+
+    rng = np.random.default_rng(3)
+    files = []
+    for k in range(2):
+        t1 = rng.random((8, 9, 7)).astype(np.float32)
+        target = (t1**2 * (1.5 + k)).astype(np.float32)  # a monotone contrast change
+        mask = np.ones(t1.shape, bool)
+        mask[0] = False
+        f = tmp_path / f"s{k}.npz"
+        np.savez(
+            f,
+            condition=t1[None],
+            channels=np.array(["t1_1p5T"]),
+            target=target,
+            mask=mask,
+            spacing_mm=np.array([1.0, 1.0, 1.0]),
+        )
+        files.append(str(f))
+    subjects = [load_subject(f) for f in files]
+    expected = fit_quantile_map(
+        [s.t1 for s in subjects], [s.target for s in subjects], [s.mask for s in subjects]
+    )
+    cmap = training_contrast_map(files)
+    assert cmap == expected
+    mapped = quantile_map(subjects[0].t1, cmap)
+    # monotone: the order of intensities (what the isotonic fit of the metrics sees) is kept
+    inside = subjects[0].mask
+    order = np.argsort(subjects[0].t1[inside])
+    assert np.all(np.diff(mapped[inside][order]) >= -1e-6)

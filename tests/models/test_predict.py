@@ -100,3 +100,24 @@ def test_check_input_spacing():
     for mm in (2.0, 3.0, 8.0):
         msg = check_input_spacing(META, mm)
         assert msg.startswith("WARNING") and f"{mm:g} mm" in msg and "[4, 6]" in msg
+
+
+def test_an_input_already_at_the_output_resolution_is_returned_as_it_is():
+    """Nothing to super-resolve (slice and in-plane spacing at the grid's own): the network is
+    not run, the 1.5T channel comes back (in the output contrast); a thick input is sampled."""
+    from sr7t.models.predict import nothing_to_resolve
+
+    cond, _, _ = phantom_arrays(0)
+    meta = {**META, "spacing_mm_seen": [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]}
+    model = PlanOracle(1)
+    assert nothing_to_resolve(meta, 2.0, 2.0) and nothing_to_resolve(meta, 1.0, 2.04)
+    assert not nothing_to_resolve(meta, 2.0, 2.5) and not nothing_to_resolve(meta, 4.0, 2.0)
+    assert not nothing_to_resolve(meta, None, None)
+    same = predict_volume(model, meta, cond, slice_mm=2.0, inplane_mm=2.0, progress=False)
+    np.testing.assert_array_equal(same, cond[CHANNELS.index("t1_1p5T")])
+    thick = predict_volume(model, meta, cond, slice_mm=4.0, inplane_mm=2.0, progress=False)
+    assert not np.allclose(thick, same)
+    mapped = {**meta, "output_contrast": "input", "contrast_map": {"from": [0, 1], "to": [0, 2]}}
+    out = predict_volume(model, mapped, cond, slice_mm=2.0, inplane_mm=2.0, progress=False)
+    expected = 2 * np.clip(cond[CHANNELS.index("t1_1p5T")], 0, 1)  # the map clamps at its ends
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

@@ -63,7 +63,7 @@ def test_every_stable_output_exists_with_its_columns(tiny_run):
     metrics = pd.read_csv(paths.path("metrics", root, cohort=COHORT), sep="\t")
     for col in ("model", "resolution_mm", "subject", "psnr", "ssim", "nmse", "seconds"):
         assert col in metrics.columns
-    models = {"trilinear", "bspline", "teacher", "student_stage1", "regression"}
+    models = {"trilinear", "bspline", "bspline_map", "teacher", "student_stage1", "regression"}
     assert set(metrics["model"]) == models
     # one row per model x cell x held-out subject (tiny: 1 test subject; simulated inputs
     # thick along x, y, z at 2 spacings + 1 isotropic; the preprocessed 1.5T at 2 spacings)

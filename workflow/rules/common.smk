@@ -245,10 +245,15 @@ def parent_model(wildcards):
 
 
 def eval_inputs(wildcards):
-    """The model's bundle (learned models) and the demo's raw folder (its truth)."""
+    """The model's bundle (learned models), the training subjects (a baseline that maps
+    contrast, sr7t.evaluate.run.MAPPED_BASELINES) and the demo's raw folder (its truth)."""
+    from sr7t.evaluate.run import MAPPED_BASELINES
+
     inputs = demo_raw(wildcards)
     if wildcards.model in LEARNED_MODELS:
         inputs["model"] = out("model", cohort=wildcards.cohort, model=wildcards.model)
+    if wildcards.model in MAPPED_BASELINES:
+        inputs["train"] = per_subject("dataset_subject", "train")(wildcards)
     return inputs
 
 

@@ -34,8 +34,14 @@ def brain_quantiles(volume: np.ndarray, mask: np.ndarray, n: int = N_QUANTILES) 
 def fit_quantile_map(sources: list[np.ndarray], targets: list[np.ndarray], masks) -> dict:
     """The monotone map from the pooled ``sources`` quantiles to the pooled ``targets``
     quantiles (each inside its mask): ``{"from": [...], "to": [...]}``, both non-decreasing."""
-    q_from = np.mean([brain_quantiles(s, m) for s, m in zip(sources, masks, strict=True)], 0)
-    q_to = np.mean([brain_quantiles(t, m) for t, m in zip(targets, masks, strict=True)], 0)
+    return quantile_map_of(zip(sources, targets, masks, strict=True))
+
+
+def quantile_map_of(triples) -> dict:
+    """:func:`fit_quantile_map` from an iterable of ``(source, target, mask)``, one at a time
+    (a generator keeps one subject in memory)."""
+    pairs = [(brain_quantiles(s, m), brain_quantiles(t, m)) for s, t, m in triples]
+    q_from, q_to = (np.mean([p[i] for p in pairs], 0) for i in (0, 1))
     return {"from": np.maximum.accumulate(q_from).tolist(), "to": q_to.tolist()}
 
 

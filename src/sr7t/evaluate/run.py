@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sr7t.data.contrast import quantile_map, quantile_map_of
 from sr7t.data.dataset import robust_scale
 from sr7t.data.slices import load_subject
 from sr7t.io import save_volume
@@ -52,7 +53,13 @@ METRIC_COLUMNS = [
     "macs_per_slice",
     "warning",
 ]
-BASELINE_ORDER = {"trilinear": 1, "bspline": 3}
+BASELINE_ORDER = {"trilinear": 1, "bspline": 3, "bspline_map": 3}  # name -> spline order
+# Baselines whose interpolation is then mapped to the 7T's contrast: the monotone 1.5T -> 7T
+# quantile map of the training subjects (sr7t.data.contrast), the one a learned model with
+# data.synth.target_contrast "input" applies. Contrast only, no resolution gain: under the
+# isotonic fit of the metrics it scores as its interpolation (a monotone map), under the
+# linear fit it shows how much of a gain is contrast alone.
+MAPPED_BASELINES = {"bspline_map": "bspline"}
 
 
 def degrade_condition(arrays: dict, slice_mm: float, order: int = 1) -> tuple[np.ndarray, float]:
@@ -83,6 +90,12 @@ def baseline_prediction(arrays: dict, slice_mm: float, order: int) -> np.ndarray
     )
 
 
+def training_contrast_map(train_files: list[str]) -> dict:
+    """The 1.5T -> 7T quantile map of the training subjects (``dataset_subject`` files), as
+    the trainer fits it for ``meta["contrast_map"]``."""
+    return quantile_map_of((s.t1, s.target, s.mask) for s in map(load_subject, train_files))
+
+
 def scaled_reference(arrays: dict) -> np.ndarray:
     """The corrected 7T divided by its own 99th percentile in the brain mask."""
     target = arrays["target"]
@@ -108,6 +121,8 @@ def predict_scaled(
     """
     warning = ""
     t0 = time.perf_counter()
+    if model is None and model_name in MAPPED_BASELINES:
+        raise ValueError(f"baseline {model_name} needs its training subjects' contrast map")
     if model is None:
         pred = baseline_prediction(arrays, slice_mm, BASELINE_ORDER[model_name])
         effective = max(float(slice_mm), float(arrays["native_slice_mm"]))
@@ -147,6 +162,7 @@ def evaluate_model(
     truth_root: str | Path | None = None,
     device: str | None = None,
     std_pattern: str | None = None,
+    train_files: list[str] | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -158,8 +174,9 @@ def evaluate_model(
     (:func:`sr7t.evaluate.metrics.contrast_neutral_metrics`). ``pred_pattern`` has
     ``{subject}`` and ``{cell}`` fields (NIfTI of the scored region); ``std_pattern`` (same
     fields; None: not written): where a model that draws several samples writes their
-    per-voxel standard deviation (the report's uncertainty panel). Returns the table
-    (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
+    per-voxel standard deviation (the report's uncertainty panel). ``train_files``: the
+    training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
+    applies. Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
     from sr7t.evaluate.cells import AXIS_NAMES, cell_input, eval_cells, load_truth, roi
     from sr7t.evaluate.metrics import contrast_neutral_metrics
@@ -171,6 +188,11 @@ def evaluate_model(
         if not model_file:
             raise ValueError(f"model {model_name} needs --model-file")
         model, meta = load_bundle(model_file, device=device)
+    cmap = None
+    if model_name in MAPPED_BASELINES:
+        if not train_files:
+            raise ValueError(f"baseline {model_name} needs the training subjects (train_files)")
+        cmap = training_contrast_map(train_files)
     rows = []
     reference_labels: dict = {}
     for test_file in test_files:
@@ -193,7 +215,7 @@ def evaluate_model(
             warning, t0, spread = "", time.perf_counter(), None
             if model is None:
                 pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
-                pred = pred[inner]
+                pred = pred[inner] if cmap is None else quantile_map(pred[inner], cmap)
             else:
                 from sr7t.models.predict import check_input_spacing, input_order, predict_volume
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ from tqdm import tqdm
 
 from sr7t.data.slices import T1_CHANNEL, condition_planes
 from sr7t.models.diffusion import Denoiser, ddim_sample
+
+log = logging.getLogger(__name__)
 
 # Spacing within this many mm of the trained range counts as inside it.
 SPACING_TOLERANCE_MM = 0.05
@@ -28,6 +31,20 @@ def check_input_spacing(meta: dict, slice_mm: float) -> str | None:
         f"{meta.get('kind', '?')} was trained on ([{lo:g}, {hi:g}] mm). Super-resolution "
         "outside the training range fails silently: treat this output as unvalidated."
     )
+
+
+def nothing_to_resolve(meta: dict, slice_mm: float | None, inplane_mm: float | None) -> bool:
+    """True when the input is already at the model's output resolution on every axis (its
+    slice spacing and in-plane resolution within ``SPACING_TOLERANCE_MM`` of the finest grid
+    spacing the model was trained on, ``meta["spacing_mm_seen"]``): there is nothing to
+    super-resolve, and :func:`predict_volume` returns the input as it is (in the output
+    contrast) rather than run a network that can only make it worse. False when the input's
+    geometry is not given."""
+    seen = meta.get("spacing_mm_seen")
+    if slice_mm is None or inplane_mm is None or not seen:
+        return False
+    voxel = float(np.min(seen[0]))
+    return max(float(slice_mm), float(inplane_mm)) <= voxel + SPACING_TOLERANCE_MM
 
 
 def input_order(meta: dict) -> int:
@@ -95,8 +112,19 @@ def predict_volume(
     starting noise from ``seed``); planes are zero-padded to the UNet's size multiple and
     cropped back; the residual is added to the input channel. With several plane axes the
     predictions are averaged (orthogonal-plane fusion), then mapped to the 7T contrast
-    (:func:`to_output_contrast`). Returns float32 (X, Y, Z) in normalised 7T units.
+    (:func:`to_output_contrast`). Returns float32 (X, Y, Z) in normalised 7T units. An input
+    already at the output resolution (:func:`nothing_to_resolve`) skips the network: its 1.5T
+    channel, in the output contrast.
     """
+    if nothing_to_resolve(meta, slice_mm, inplane_mm):
+        t1, _ = _select_channels(meta, np.asarray(condition, dtype=np.float32))
+        log.info(
+            "input at %.3g mm slices, %.3g mm in-plane is already at the model's resolution: "
+            "returned as it is (in the output contrast)",
+            slice_mm,
+            inplane_mm,
+        )
+        return to_output_contrast(meta, t1.astype(np.float32))
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)

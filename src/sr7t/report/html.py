@@ -534,7 +534,7 @@ def _headline(summary: pd.DataFrame) -> list[dict] | None:
         (summary["kind"] == "gain")
         & (summary["metric"] == "psnr")
         & (summary["resolution_mm"] < 0)
-        & (summary["model"] != "trilinear")
+        & ~summary["model"].isin(list(BASELINE_ORDER))
     ]
     if gains.empty:
         return None
