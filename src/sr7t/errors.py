@@ -23,10 +23,24 @@ class TrainingOOM(RuntimeError):
     """The GPU ran out of memory in a training step; the message says which batch size to try."""
 
 
+class InferenceOOM(RuntimeError):
+    """The GPU ran out of memory predicting even one plane at a time; the message says what
+    to try."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error (also as the plain RuntimeError older code paths raise)."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
 class RegistrationDiverged(RuntimeError):
     """A registration ended less similar than it started; the message names subject and files."""
 
 
 # Errors whose message is written for the user (a bad scan, config or model file, advice after
 # running out of GPU memory, a failed registration): a stage shows them as one line.
-USER_ERRORS = (ValueError, TrainingOOM, RegistrationDiverged)
+USER_ERRORS = (ValueError, TrainingOOM, InferenceOOM, RegistrationDiverged)

@@ -121,3 +121,37 @@ def test_an_input_already_at_the_output_resolution_is_returned_as_it_is():
     out = predict_volume(model, mapped, cond, slice_mm=2.0, inplane_mm=2.0, progress=False)
     expected = 2 * np.clip(cond[CHANNELS.index("t1_1p5T")], 0, 1)  # the map clamps at its ends
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+class OOMWhenMoreThan(nn.Module):
+    """PlanOracle that runs out of (GPU) memory on batches of more than ``limit`` planes."""
+
+    size_multiple = 4
+
+    def __init__(self, context, limit):
+        super().__init__()
+        self.inner, self.limit, self.batches = PlanOracle(context), limit, []
+
+    def forward(self, x_t, cond, t):
+        if x_t.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.batches.append(x_t.shape[0])
+        return self.inner(x_t, cond, t)
+
+
+def test_inference_batches_planes_adaptively_after_out_of_memory(caplog):
+    """Out of memory at 8 planes: halved until it fits, and the same result as a batch that
+    fitted at once; one plane that does not fit is one line naming what to try."""
+    from sr7t.errors import USER_ERRORS, InferenceOOM
+
+    cond, _, _ = phantom_arrays(0)
+    fits = predict_volume(PlanOracle(1), META, cond, batch_size=2, progress=False)
+    model = OOMWhenMoreThan(1, limit=2)
+    with caplog.at_level("WARNING"):
+        adaptive = predict_volume(model, META, cond, batch_size=8, progress=False)
+    np.testing.assert_array_equal(adaptive, fits)
+    assert max(model.batches) == 2
+    assert "out of memory at 8 planes per batch: going on with 4" in caplog.text
+    with pytest.raises(InferenceOOM, match=r"^out of GPU memory predicting one \d+ x \d+ plane"):
+        predict_volume(OOMWhenMoreThan(1, limit=0), META, cond, batch_size=4, progress=False)
+    assert issubclass(InferenceOOM, USER_ERRORS)

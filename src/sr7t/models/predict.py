@@ -152,20 +152,47 @@ def predict_volume(
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
         if meta.get("deterministic"):
             noise_all.zero_()
-        for first in range(0, n, batch_size):
+        first = 0
+        while first < n:
             idx = np.arange(first, min(first + batch_size, n))
             planes = condition_planes(t1, guidance, axis, idx, context)
             if geometry is not None:
                 geo = np.broadcast_to(geometry, (len(idx), *geometry.shape))
                 planes = np.concatenate([planes, geo], axis=1)
-            x0 = _sample_padded(model, torch.from_numpy(planes), steps, noise_all[idx], device)
+            try:
+                x0 = _sample_padded(model, torch.from_numpy(planes), steps, noise_all[idx], device)
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                batch_size = _smaller_batch(exc, len(idx), (h, w), device)
+                continue  # the same planes again, fewer at a time (same noise: same result)
             residual[idx] = x0 * scale
             bar.update(len(idx))
+            first += len(idx)
         # (N, A, Z) back to the frame's (X, Y, Z)
         out += np.moveaxis(residual, 0, axis)
     bar.close()
     pred = to_output_contrast(meta, (t1 + out / len(axes)).astype(np.float32))
     return np.moveaxis(pred, 2, int(thick_axis))
+
+
+def _smaller_batch(exc: RuntimeError, batch: int, plane: tuple[int, int], device) -> int:
+    """After ``exc`` predicting ``batch`` planes at once: half the batch when it was out of
+    memory (planes are batched adaptively), else ``exc`` again. One plane that does not fit
+    raises :class:`sr7t.errors.InferenceOOM` with what to try."""
+    from sr7t.errors import InferenceOOM, is_out_of_memory
+
+    if not is_out_of_memory(exc):
+        raise exc
+    if batch <= 1:
+        raise InferenceOOM(
+            f"out of GPU memory predicting one {plane[0]} x {plane[1]} plane on {device}: "
+            "free the GPU of other jobs, use a card with more memory, or run on the CPU "
+            "(--device cpu)"
+        ) from exc
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = max(1, batch // 2)
+    log.warning("out of memory at %d planes per batch: going on with %d", batch, smaller)
+    return smaller
 
 
 def to_output_contrast(meta: dict, pred: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ from sr7t.data.slices import (
     sampled_residual_scale,
     slice_axes,
 )
-from sr7t.errors import TrainingOOM
+from sr7t.errors import TrainingOOM, is_out_of_memory
 from sr7t.models.bundle import atomic_torch_save, plain, save_bundle
 from sr7t.models.diffusion import Denoiser, param_count
 
@@ -217,13 +217,6 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     """The checkpoint with the highest step in ``checkpoint_dir``, or None."""
     files = sorted(Path(checkpoint_dir).glob(CHECKPOINT_GLOB))
     return files[-1] if files else None
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """A CUDA out-of-memory error (also as the plain RuntimeError older code paths raise)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
 
 
 def oom_advice(section: str, batch_size: int, patch: int, params: int, world: int = 1) -> str:
