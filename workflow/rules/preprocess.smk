@@ -51,7 +51,13 @@ rule register:
         dispmag=out("reg_dispmag"),
         transform=out("reg_transform"),
         qc=out("reg_qc"),
-        qc_png=out("reg_qc_png"),
+        qc_png=report(
+            out("reg_qc_png"),
+            caption="../report/register_qc.rst",
+            category="Preprocessing QC",
+            subcategory="Registration",
+            labels={"subject": "{subject}"},
+        ),
     params: cfg=cfg("register")
     threads: 1  # one ITK thread: bit-for-bit repeatable registrations
     log: log("register", "{subject}")
@@ -64,7 +70,9 @@ rule preprocess_qc:
         unpack(each_subject(QC_INPUTS)),
         unpack(demo_raw),
     output:
-        table=out("preprocess_qc"),
+        table=report(
+            out("preprocess_qc"), caption="../report/preprocess_qc.rst", category="Preprocessing QC"
+        ),
     log: log("preprocess_qc")
     conda: ENV
     script: STAGE
@@ -82,7 +90,13 @@ rule dataset:
         target=out("n4_corrected", field="7T"),
     output:
         npz=out("dataset_subject"),
-        png=out("dataset_qc_png"),
+        png=report(
+            out("dataset_qc_png"),
+            caption="../report/dataset_qc.rst",
+            category="Preprocessing QC",
+            subcategory="What the model sees",
+            labels={"subject": "{subject}"},
+        ),
     log: log("dataset", "{subject}")
     conda: ENV
     script: STAGE
