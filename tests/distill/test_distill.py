@@ -56,6 +56,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta1["kind"] == "student_stage1" and meta1["parent"] == "teacher"
     assert meta2["kind"] == "student_stage2" and meta2["parent"] == "student_stage1"
     assert meta1["channels"] == tm["channels"] and meta1["residual_scale"] == tm["residual_scale"]
+    # where sampling starts is the teacher's plan (the schema's default), kept down the chain
+    assert tm["sampling_start"] == meta1["sampling_start"] == meta2["sampling_start"] == "zero"
     assert s2["steps"] == 4 and s1["sampling_steps"] == 2
     assert meta2["architecture"]["attention_levels"] == [False, True]
     # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry

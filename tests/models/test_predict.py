@@ -155,3 +155,28 @@ def test_inference_batches_planes_adaptively_after_out_of_memory(caplog):
     with pytest.raises(InferenceOOM, match=r"^out of GPU memory predicting one \d+ x \d+ plane"):
         predict_volume(OOMWhenMoreThan(1, limit=0), META, cond, batch_size=4, progress=False)
     assert issubclass(InferenceOOM, USER_ERRORS)
+
+
+class NoiseEcho(PlanOracle):
+    """PlanOracle plus half the noisy input: its output depends on where DDIM starts."""
+
+    def forward(self, x_t, cond, t):
+        return super().forward(x_t, cond, t) + 0.5 * x_t
+
+
+def test_sampling_starts_where_the_plan_says():
+    """``zero`` (the path towards the posterior mean) starts DDIM from zeros, as a
+    deterministic model does; ``noise`` from the seed's draw; the plan's own by default."""
+    cond, _, _ = phantom_arrays(0)
+    model = NoiseEcho(1)
+
+    def run(meta, **kw):
+        return predict_volume(model, meta, cond, progress=False, **kw)
+
+    zero = run({**META, "sampling_start": "zero"})
+    np.testing.assert_array_equal(zero, run({**META, "deterministic": True}))
+    np.testing.assert_array_equal(zero, run({**META, "sampling_start": "noise"}, start="zero"))
+    noise = run({**META, "sampling_start": "noise"})
+    assert not np.allclose(noise, zero)
+    np.testing.assert_array_equal(noise, run(META, seed=0))  # bundles from before: noise
+    assert not np.allclose(noise, run(META, seed=1))

@@ -117,6 +117,7 @@ class DistillTrainer(DiffusionTrainer):
                 raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
         self.residual_scale = float(pm["residual_scale"])
         self.sampling_steps = int(pm["sampling_steps"]) // 2
+        self.sampling_start = str(pm.get("sampling_start", "noise"))  # older parents: noise
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
@@ -191,7 +192,7 @@ class DistillTrainer(DiffusionTrainer):
             ],
         )
         # what the student's output means is its parent's: same contrast, same grid
-        for key in ("output_contrast", "contrast_map", "interpolation"):
+        for key in ("output_contrast", "contrast_map", "interpolation", "sampling_start"):
             if key in pm:
                 meta[key] = pm[key]
         return meta

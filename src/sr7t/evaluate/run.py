@@ -225,8 +225,9 @@ def evaluate_model(
                     (slice(None), *box)
                 ]
                 n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
-                samples = [
-                    predict_volume(
+
+                def sample(start=None, seed=0, condition=condition, inp=inp, local=local):
+                    return predict_volume(
                         model,
                         meta,
                         condition,
@@ -237,11 +238,20 @@ def evaluate_model(
                         thick_axis=inp["thick_axis"],
                         slice_mm=inp["slice_mm"],
                         inplane_mm=inp["inplane_mm"],
+                        start=start,
                     )[local]
-                    for seed in range(n_samples)
-                ]
-                pred = np.mean(samples, axis=0)
-                spread = np.std(samples, axis=0) if n_samples > 1 else None
+
+                # The prediction follows the model's plan (sampling_start); with several
+                # samples their spread (noise-started) is the uncertainty, and a noise-started
+                # plan scores their mean.
+                draws = (
+                    [sample("noise", seed) for seed in range(n_samples)] if n_samples > 1 else []
+                )
+                if draws and meta.get("sampling_start", "noise") == "noise":
+                    pred = np.mean(draws, axis=0)
+                else:
+                    pred = sample()
+                spread = np.std(draws, axis=0) if draws else None
             seconds = time.perf_counter() - t0
             if warning:
                 log.warning("%s %s: %s", model_name, subject, warning)
@@ -309,8 +319,9 @@ def evaluate_model(
 
 def uncertainty_error_correlation(mean, std, reference, mask) -> float:
     """Does the model know where it is wrong? Spearman correlation, inside ``mask``, between
-    the per-voxel standard deviation of its samples and the absolute error of their mean
-    (after the mean's own isotonic intensity map to the scaled reference)."""
+    the per-voxel standard deviation of its samples and the absolute error of the scored
+    prediction ``mean`` (the samples' mean, or the zero-started path: ``sampling_start``),
+    after its own isotonic intensity map to the scaled reference."""
     from scipy.stats import spearmanr
 
     from sr7t.evaluate.contrast import fit_intensity

@@ -98,6 +98,7 @@ def predict_volume(
     thick_axis: int = 2,
     slice_mm: float | None = None,
     inplane_mm: float | None = None,
+    start: str | None = None,
 ) -> np.ndarray:
     """Super-resolve one volume.
 
@@ -108,13 +109,14 @@ def predict_volume(
     ``slice_mm`` / ``inplane_mm``: the input's slice spacing and in-plane resolution (needed
     by models with geometry channels).
     Every plane along each of ``meta["slice_axis"]`` (axes of the frame where the thick axis is
-    last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``;
-    starting noise from ``seed``); planes are zero-padded to the UNet's size multiple and
-    cropped back; the residual is added to the input channel. With several plane axes the
-    predictions are averaged (orthogonal-plane fusion), then mapped to the 7T contrast
-    (:func:`to_output_contrast`). Returns float32 (X, Y, Z) in normalised 7T units. An input
-    already at the output resolution (:func:`nothing_to_resolve`) skips the network: its 1.5T
-    channel, in the output contrast.
+    last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``)
+    from ``start`` (default ``meta["sampling_start"]``; bundles from before it: ``noise``):
+    ``zero``, the path towards the posterior mean, or ``noise`` drawn from ``seed``; planes
+    are zero-padded to the UNet's size multiple and cropped back; the residual is added to
+    the input channel. With several plane axes the predictions are averaged (orthogonal-plane
+    fusion), then mapped to the 7T contrast (:func:`to_output_contrast`). Returns float32
+    (X, Y, Z) in normalised 7T units. An input already at the output resolution
+    (:func:`nothing_to_resolve`) skips the network: its 1.5T channel, in the output contrast.
     """
     if nothing_to_resolve(meta, slice_mm, inplane_mm):
         t1, _ = _select_channels(meta, np.asarray(condition, dtype=np.float32))
@@ -148,9 +150,9 @@ def predict_volume(
         geometry = _geometry(meta, slice_mm, inplane_mm, (h, w))
         residual = np.zeros((n, h, w), dtype=np.float32)
         # One draw per axis, so the result does not depend on batch_size; a deterministic
-        # (regression) model starts from zeros.
+        # (regression) model and sampling_start "zero" start from zeros.
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
-        if meta.get("deterministic"):
+        if meta.get("deterministic") or (start or meta.get("sampling_start", "noise")) == "zero":
             noise_all.zero_()
         first = 0
         while first < n:

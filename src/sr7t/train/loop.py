@@ -59,6 +59,7 @@ RESUME_FREE = frozenset(
     {
         "train_steps",
         "steps_per_stage",
+        "sampling_start",  # inference only: training never reads it
         "checkpoint_every",
         "log_every",
         "val_every",
@@ -356,6 +357,7 @@ class DiffusionTrainer:
             else estimate_residual_scale(self.train_subjects)
         )
         self.sampling_steps = int(teacher["sampling_steps"])
+        self.sampling_start = str(teacher["sampling_start"])
 
     @property
     def total_steps(self) -> int:
@@ -421,6 +423,7 @@ class DiffusionTrainer:
             "slice_axis": list(self.axes),
             "context_slices": self.context_slices,
             "sampling_steps": self.sampling_steps,
+            "sampling_start": self.sampling_start,
             "train_slice_mm": [lo, hi],
             "trained_slice_mm": (
                 [max(lo, float(spacings.min())), hi]
