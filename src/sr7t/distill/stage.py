@@ -34,6 +34,7 @@ from sr7t.models.diffusion import (
     q_sample,
     v_target,
 )
+from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
 
 
@@ -117,7 +118,7 @@ class DistillTrainer(DiffusionTrainer):
                 raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
         self.residual_scale = float(pm["residual_scale"])
         self.sampling_steps = int(pm["sampling_steps"]) // 2
-        self.sampling_start = str(pm.get("sampling_start", "noise"))  # older parents: noise
+        self.sampling_start = sampling_start(pm)
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)

@@ -217,7 +217,12 @@ def evaluate_model(
                 pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
                 pred = pred[inner] if cmap is None else quantile_map(pred[inner], cmap)
             else:
-                from sr7t.models.predict import check_input_spacing, input_order, predict_volume
+                from sr7t.models.predict import (
+                    check_input_spacing,
+                    input_order,
+                    predict_volume,
+                    sampling_start,
+                )
 
                 warning = check_input_spacing(meta, inp["slice_mm"]) or ""
                 base = inp["bspline"] if input_order(meta) == 3 else inp["t1"]
@@ -247,7 +252,7 @@ def evaluate_model(
                 draws = (
                     [sample("noise", seed) for seed in range(n_samples)] if n_samples > 1 else []
                 )
-                if draws and meta.get("sampling_start", "noise") == "noise":
+                if draws and sampling_start(meta) == "noise":
                     pred = np.mean(draws, axis=0)
                 else:
                     pred = sample()

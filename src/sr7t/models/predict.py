@@ -47,6 +47,12 @@ def nothing_to_resolve(meta: dict, slice_mm: float | None, inplane_mm: float | N
     return max(float(slice_mm), float(inplane_mm)) <= voxel + SPACING_TOLERANCE_MM
 
 
+def sampling_start(meta: dict) -> str:
+    """Where the model's DDIM starts: ``meta["sampling_start"]`` (``zero`` or ``noise``);
+    bundles from before it was recorded sampled from noise."""
+    return str(meta.get("sampling_start", "noise"))
+
+
 def input_order(meta: dict) -> int:
     """The spline order (1 or 3) that brings an acquired input onto the fine grid for this
     model (``meta["interpolation"]``; bundles from before it was recorded: linear)."""
@@ -110,7 +116,7 @@ def predict_volume(
     by models with geometry channels).
     Every plane along each of ``meta["slice_axis"]`` (axes of the frame where the thick axis is
     last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``)
-    from ``start`` (default ``meta["sampling_start"]``; bundles from before it: ``noise``):
+    from ``start`` (default :func:`sampling_start`):
     ``zero``, the path towards the posterior mean, or ``noise`` drawn from ``seed``; planes
     are zero-padded to the UNet's size multiple and cropped back; the residual is added to
     the input channel. With several plane axes the predictions are averaged (orthogonal-plane
@@ -152,7 +158,7 @@ def predict_volume(
         # One draw per axis, so the result does not depend on batch_size; a deterministic
         # (regression) model and sampling_start "zero" start from zeros.
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
-        if meta.get("deterministic") or (start or meta.get("sampling_start", "noise")) == "zero":
+        if meta.get("deterministic") or (start or sampling_start(meta)) == "zero":
             noise_all.zero_()
         first = 0
         while first < n:
