@@ -19,9 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import split_files  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -47,21 +51,6 @@ def _merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-def split_files(results: Path, cohort: str) -> dict[str, list[str]]:
-    """Dataset files per split, from the cohort's manifest."""
-    from sr7t import paths
-
-    manifest = pd.read_csv(paths.path("manifest", results, cohort=cohort), sep="\t")
-    subjects = manifest.drop_duplicates("subject")
-    return {
-        split: [
-            str(paths.path("dataset_subject", results, cohort=cohort, subject=s))
-            for s in sorted(subjects.loc[subjects["split"] == split, "subject"])
-        ]
-        for split in ("train", "val", "test")
-    }
 
 
 def score(model_file: Path, test_files: list[str], resolutions: list[float]) -> dict:

@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from sr7t import paths
-from sr7t.config import resolve
 from sr7t.evaluate.cells import eval_cells
 from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
 
 def n_cells(files: list[str], cfg: dict, has_truth: bool) -> int:
@@ -50,25 +49,15 @@ def n_cells(files: list[str], cfg: dict, has_truth: bool) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--cohort", default="demo")
-    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    cohort_args(ap)
     ap.add_argument("--models", nargs="+", default=["bspline", "student_stage2"])
     ap.add_argument("--split", default="test")
     a = ap.parse_args(argv)
 
-    cfg = resolve(yaml.safe_load(Path(a.config).read_text()))
-    full = dict(cfg["evaluate"], tissue=True)
+    full = resolved_config(a.config, a.set)["evaluate"]
     root = Path(a.results)
-    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
-
-    def split_files(split: str) -> list[str]:
-        subjects = sorted(manifest.loc[manifest["split"] == split, "subject"].unique())
-        return [
-            str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in subjects
-        ]
-
-    subjects, train = split_files(a.split), split_files("train")
+    files = split_files(root, a.cohort)
+    subjects, train = files.get(a.split, []), files["train"]
     if len(subjects) < 2:
         print(f"need two {a.split} subjects, found {len(subjects)}", file=sys.stderr)
         return 2

@@ -23,8 +23,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_variant  # noqa: E402
 import validate  # noqa: E402
+from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
-from sr7t import paths  # noqa: E402
 from sr7t.evaluate.run import summary_table  # noqa: E402
 
 WORKFLOW_MODEL = {"chain": "student_stage{k}", "regression": "regression", "teacher": "teacher"}
@@ -41,10 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", choices=sorted(WORKFLOW_MODEL), default="chain")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--split", default="test")
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--cohort", default="demo")
-    ap.add_argument("--config", default=str(train_variant.REPO / "config" / "config.yaml"))
-    ap.add_argument("--set", action="append", default=[], help="key.path=YAML value")
+    cohort_args(ap)
     a = ap.parse_args(argv)
 
     root = Path(a.results)
@@ -66,14 +63,9 @@ def main(argv=None) -> int:
         )
         rows.append(gains(pd.read_csv(folder / "summary.tsv", sep="\t"), name, s))
 
-    import yaml
-
-    from sr7t.config import resolve
-
-    cfg = resolve(yaml.safe_load(Path(a.config).read_text()))
+    cfg = resolved_config(a.config)
     own = WORKFLOW_MODEL[a.kind].format(k=cfg["distill"]["stages"])
-    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
-    split = set(manifest.loc[manifest["split"] == a.split, "subject"])
+    split = {Path(f).stem for f in split_files(root, a.cohort).get(a.split, [])}
     tables = [root / a.cohort / "eval" / m / "metrics.tsv" for m in ("bspline", own)]
     if a.split == "test" and all(t.exists() for t in tables) and not a.set:
         table = pd.concat([pd.read_csv(t, sep="\t") for t in tables], ignore_index=True)

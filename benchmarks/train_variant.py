@@ -18,23 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-import yaml
-
-from sr7t import paths
-from sr7t.config import resolve
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def override(cfg: dict, assignment: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to ``cfg`` in place."""
-    key, _, value = assignment.partition("=")
-    *parents, leaf = key.split(".")
-    node = cfg
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = yaml.safe_load(value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,36 +31,22 @@ def main(argv=None) -> int:
         default="regression",
         help="chain: the teacher, then every distillation stage from its parent",
     )
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--cohort", default="demo")
-    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
-    ap.add_argument("--set", action="append", default=[], help="key.path=YAML value")
+    cohort_args(ap)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(a.threads)
-    raw = yaml.safe_load(Path(a.config).read_text())
-    for item in a.set:
-        override(raw, item)
-    cfg = resolve(raw)
+    cfg = resolved_config(a.config, a.set)
     root = Path(a.results)
-    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
-    split = manifest.drop_duplicates("subject").set_index("subject")["split"]
-
-    def files(name):
-        return [
-            str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s))
-            for s in sorted(split[split == name].index)
-        ]
-
+    files = split_files(root, a.cohort)
     out = root / a.cohort / "variants" / a.name
     from sr7t.tracking import job_run
 
     with job_run("train_variant", a.cohort, {"name": a.name}, results_dir=str(root)) as tracker:
         tracker.log_params({"kind": a.kind, "overrides": " ".join(a.set)})
-        args = (files("train"), files("val"), copy.deepcopy(cfg))
+        args = (files["train"], files["val"], copy.deepcopy(cfg))
         log = tracker.log_metrics
         if a.kind == "regression":
             from sr7t.train.regression import train_regression

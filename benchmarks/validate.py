@@ -21,20 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from sr7t import paths
-from sr7t.config import resolve
 from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model, summary_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_variant import override  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--cohort", default="demo")
-    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    cohort_args(ap)  # --set key.path=value, e.g. evaluate.axes=[] evaluate.pipeline=false
     ap.add_argument("--models", nargs="+", default=["bspline", "teacher"])
     ap.add_argument("--model-file", action="append", default=[], help="NAME=PATH (a bundle)")
     ap.add_argument("--out", default=None, help="folder (default results/<cohort>/validation)")
@@ -44,32 +39,16 @@ def main(argv=None) -> int:
         help="subjects to score (default val; test only to measure, never to choose: "
         "benchmarks/seed_spread.py)",
     )
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        help="key.path=YAML value, e.g. evaluate.axes=[] evaluate.pipeline=false (iso cell only)",
-    )
     a = ap.parse_args(argv)
 
-    import yaml
-
-    raw = yaml.safe_load(Path(a.config).read_text())
-    for item in a.set:
-        override(raw, item)
-    cfg = resolve(raw)
-    eval_cfg = cfg["evaluate"]
+    eval_cfg = resolved_config(a.config, a.set)["evaluate"]
     root = Path(a.results)
-    manifest = pd.read_csv(paths.path("manifest", root, cohort=a.cohort), sep="\t")
-    val = sorted(manifest.loc[manifest["split"] == a.split, "subject"].unique())
-    if not val:
+    split = split_files(root, a.cohort)
+    files = split.get(a.split, [])
+    if not files:
         print(f"cohort {a.cohort} has no {a.split} subjects", file=sys.stderr)
         return 2
-    files = [str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in val]
-    train = sorted(manifest.loc[manifest["split"] == "train", "subject"].unique())
-    train_files = [
-        str(paths.path("dataset_subject", root, cohort=a.cohort, subject=s)) for s in train
-    ]
+    val = [Path(f).stem for f in files]
     truth = paths.path("demo_truth_root", root, cohort=a.cohort)
     truth_root = truth if truth.exists() else None
     explicit = dict(item.split("=", 1) for item in a.model_file)
@@ -92,7 +71,7 @@ def main(argv=None) -> int:
                 pattern,
                 out / name / "metrics.tsv",
                 truth_root,
-                train_files=train_files if name in MAPPED_BASELINES else None,
+                train_files=split["train"] if name in MAPPED_BASELINES else None,
             )
         )
     table = pd.concat(tables, ignore_index=True)

@@ -72,22 +72,17 @@ def subjects(cohort, split=None):
     that needs a 7T."""
     c = COHORTS[cohort]
     if split is None:
-        found = [s for s in c.subjects if not inferring(c.subjects[s])]
+        found = [s for s in c.subjects if not c.subjects[s].inferring]
     else:
         found = c.in_split(split)
     return sorted(s for s in found if s not in LEFT_OUT[cohort])
-
-
-def inferring(sub):
-    """A subject without a 7T scan (split "infer"): ingest its 1.5T, nothing downstream."""
-    return sub.split == "infer"
 
 
 # Inference (sr7t.infer): each cohort's subjects without a 7T, whether it trains, where its
 # model comes from (checked here, at start) and its subjects' BIDS entities.
 INFER_SUBJECTS = {
     c: sorted(
-        s for s, sub in COHORTS[c].subjects.items() if inferring(sub) and s not in LEFT_OUT[c]
+        s for s, sub in COHORTS[c].subjects.items() if sub.inferring and s not in LEFT_OUT[c]
     )
     for c in COHORTS
 }
@@ -188,7 +183,7 @@ def raw_inputs(*keys):
         if COHORTS[wildcards.cohort].source == "demo":
             return demo_raw(wildcards)
         sub = subject_record(wildcards)
-        wanted = [k for k in keys if not inferring(sub) or k.endswith("1p5T")]
+        wanted = [k for k in keys if not sub.inferring or k.endswith("1p5T")]
         return {k: v for k in wanted if (v := getattr(sub, k)) and Path(v).is_file()}
 
     return inputs
@@ -203,7 +198,7 @@ def raw_files(wildcards):
 def ingest_row(cohort, subject):
     sub = COHORTS[cohort].subjects[subject]
     return out(
-        "ingest_infer_row" if inferring(sub) else "ingest_row", cohort=cohort, subject=subject
+        "ingest_infer_row" if sub.inferring else "ingest_row", cohort=cohort, subject=subject
     )
 
 

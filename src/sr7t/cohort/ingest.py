@@ -118,13 +118,11 @@ def preflight(cohort) -> dict[str, str]:
         return {}
     bad = {}
     for sid, sub in sorted(cohort.subjects.items()):
-        scans = {"1p5T": sub.scan_1p5T, "7T": sub.scan_7T}
-        coefs = {"1p5T": sub.coef_1p5T, "7T": sub.coef_7T}
-        inferring = sub.split == "infer"
-        if inferring:
-            scans, coefs = {"1p5T": sub.scan_1p5T}, {"1p5T": sub.coef_1p5T}
+        fields = ("1p5T",) if sub.inferring else ("1p5T", "7T")
+        scans = {f: getattr(sub, f"scan_{f}") for f in fields}
+        coefs = {f: getattr(sub, f"coef_{f}") for f in fields}
         try:
-            check_raw_files(sid, scans, coefs, require_7t=not inferring, split=sub.split)
+            check_raw_files(sid, scans, coefs, require_7t=not sub.inferring, split=sub.split)
         except ScanError as exc:
             bad[sid] = str(exc)
     return bad

@@ -38,6 +38,11 @@ class SubjectScans:
     def has_7t(self) -> bool:
         return bool(self.scan_7T)
 
+    @property
+    def inferring(self) -> bool:
+        """Split "infer": a subject without a 7T, only super-resolved (no training, no score)."""
+        return self.split == "infer"
+
 
 @dataclass
 class Cohort:
