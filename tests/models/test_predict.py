@@ -180,3 +180,33 @@ def test_sampling_starts_where_the_plan_says():
     assert not np.allclose(noise, zero)
     np.testing.assert_array_equal(noise, run(META, seed=0))  # bundles from before: noise
     assert not np.allclose(noise, run(META, seed=1))
+
+
+class Lopsided(PlanOracle):
+    """PlanOracle plus a tenth of the centre t1 plane one row and one column on: a model that
+    is not flip-symmetric, so each test-time flip changes its output."""
+
+    def forward(self, x_t, cond, t):
+        t1 = cond[:, self.c : self.c + 1]
+        extra = 0.1 * (torch.roll(t1, -1, dims=-2) + torch.roll(t1, -1, dims=-1))
+        a, s = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
+        return super().forward(x_t, cond, t) - extra / s
+
+
+@pytest.mark.parametrize("flips", [1, 2, 4])
+def test_test_time_flips_average_the_flipped_planes(condition, flips):
+    """With ``test_time_flips`` 2 the in-plane row offset is averaged with its mirror image, with
+    4 the thick-axis one too (inside a one-voxel border, where no padding is reached)."""
+    meta = {**META, "test_time_flips": flips}
+    out = predict_volume(Lopsided(1), meta, condition, batch_size=4, progress=False)
+    t1, bias = condition[0], condition[1]
+
+    def shifted(axis, by):
+        return np.roll(t1, -by, axis=axis)
+
+    rows = [shifted(0, 1)] if flips == 1 else [shifted(0, 1), shifted(0, -1)]
+    cols = [shifted(2, 1)] if flips < 4 else [shifted(2, 1), shifted(2, -1)]
+    extra = 0.1 * (np.mean(rows, axis=0) + np.mean(cols, axis=0))
+    expected = t1 + 0.5 * (0.2 * t1 + bias + extra)
+    inner = (slice(1, -1), slice(None), slice(1, -1))
+    np.testing.assert_allclose(out[inner], expected[inner], atol=1e-5)

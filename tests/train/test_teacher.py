@@ -92,6 +92,25 @@ def test_resume_is_bit_identical(files, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(ma.parameters(), mb.parameters(), strict=True))
 
 
+def test_a_resumed_run_reports_the_whole_history(files, tmp_path):
+    """A job resumed from its checkpoint gives its metrics callback (history.tsv, MLflow) the
+    records of the steps before the resume too, the same as an uninterrupted run's."""
+    from sr7t.report.curves import TrainingHistory
+
+    cfg = tiny_config()  # 6 steps, a record every step, checkpoint every 3
+    whole = TrainingHistory()
+    train_teacher(files[:2], [], cfg, tmp_path / "a.pt", tmp_path / "ck_a", whole)
+    with pytest.raises(Crash):
+        train_teacher(files[:2], [], cfg, tmp_path / "b.pt", tmp_path / "ck_b", _crash_at(5))
+    resumed = TrainingHistory()
+    summary = train_teacher(files[:2], [], cfg, tmp_path / "b.pt", tmp_path / "ck_b", resumed)
+    assert summary["resumed_from_step"] == 3
+    a, b = whole.table(), resumed.table()
+    assert list(b["step"]) == [1, 2, 3, 4, 5, 6]
+    cols = ["step", "loss", "lr"]  # examples_per_s is a timing
+    assert a[cols].equals(b[cols]), (a[cols], b[cols])
+
+
 def test_resume_upgrades_a_checkpoint_from_before_torch_ema(files, tmp_path, capsys):
     """A checkpoint of the hand-written EMA and LambdaLR era resumes to the same weights as an
     uninterrupted run: the EMA carries over exactly, the schedule is replayed."""

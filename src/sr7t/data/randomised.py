@@ -67,6 +67,7 @@ class RandomisedSliceDataset(Dataset):
         length: int = 10**9,
     ):
         self._brain = brain_voxels(subjects, "RandomisedSliceDataset")
+        self._brain_centre = [b.mean(axis=0) for b in self._brain]
         self.subjects = subjects
         self.cfg = data_cfg
         self.synth = data_cfg["synth"]
@@ -120,7 +121,14 @@ class RandomisedSliceDataset(Dataset):
         centre = self._brain[k][int(rng.integers(len(self._brain[k])))]
         depth = 2 * c + 1 + 2 * CONTEXT_MARGIN
         coords = synth.sampling_coords(
-            rng, centre, (depth, size, size), (n, a, thick), voxel, self.synth, warp=not real
+            rng,
+            centre,
+            (depth, size, size),
+            (n, a, thick),
+            voxel,
+            self.synth,
+            warp=not real,
+            brain_centre_vox=self._brain_centre[k],
         )
         mid = CONTEXT_MARGIN + c
         target = synth.sample(subj.target, coords[:, mid])

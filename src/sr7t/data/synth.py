@@ -3,8 +3,9 @@
 The lesson of SynthSR: a network trained on widely randomised inputs holds up on real scans of
 any contrast and resolution. Every training example gets its own, deterministic per seed:
 
-- anatomy: a random affine (rotation, per-axis scale, shear, flips) and a smooth random
-  displacement of the sampling grid (up to ``deform_mm``), so no two examples share a shape;
+- anatomy: a random affine (rotation, per-axis scale, shear, flips), a smooth random
+  displacement of the sampling grid (up to ``deform_mm``) and a ventricle size (a radial warp
+  about the brain's centre, ``ventricle_scale``), so no two examples share a shape;
 - appearance: a random monotone intensity map (gamma, then a random piecewise-linear curve:
   any T1w-like contrast keeps CSF < GM < WM), a smooth multiplicative bias and Rician noise;
 - acquisition: thick slices along a random axis, spacing drawn from ``slice_mm``, slice profile
@@ -244,6 +245,27 @@ def _upsample_matrix(n: int, control: int) -> np.ndarray:
     return m
 
 
+# Width (Gaussian sigma, mm) of the radial warp that changes the ventricles' size: the lateral
+# ventricles and the deep grey matter around them lie within about 25 mm of the brain's centre.
+VENTRICLE_SIGMA_MM = 20.0
+
+
+def ventricle_warp(
+    coords: np.ndarray, brain_centre_vox, scale: float, voxel_mm: float
+) -> np.ndarray:
+    """``coords`` (3, ...) pulled towards (``scale`` > 1) or pushed away from (< 1) the
+    brain's centre by a radial Gaussian warp: the anatomy sampled there appears ``scale`` times
+    larger at the centre (ventricle size) and unchanged far from it. Invertible for scale in
+    (0.5, inf)."""
+    a = 1.0 - 1.0 / float(scale)
+    if a == 0.0:
+        return coords
+    c = np.asarray(brain_centre_vox, dtype=np.float64).reshape(3, *([1] * (coords.ndim - 1)))
+    d = coords - c
+    r2 = (d * d).sum(axis=0) * float(voxel_mm) ** 2
+    return coords - a * d * np.exp(-r2 / (2.0 * VENTRICLE_SIGMA_MM**2))
+
+
 def sampling_coords(
     rng: np.random.Generator,
     centre_vox: np.ndarray,
@@ -252,10 +274,12 @@ def sampling_coords(
     voxel_mm: float,
     cfg: dict,
     warp: bool = True,
+    brain_centre_vox=None,
 ) -> np.ndarray:
     """Voxel coordinates (3, *block_shape) in the source volume of a block whose axes are the
     source axes ``frame_axes`` (a permutation of 0, 1, 2), centred on ``centre_vox``, with a
-    random affine and smooth displacement when ``warp``."""
+    random affine and smooth displacement when ``warp``, and (given ``brain_centre_vox``) a
+    ventricle size drawn from ``cfg["ventricle_scale"]`` (:func:`ventricle_warp`)."""
     offsets = np.stack(
         np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in block_shape], indexing="ij")
     ).reshape(3, -1)
@@ -269,6 +293,9 @@ def sampling_coords(
         disp = smooth_displacement(rng, tuple(block_shape), cfg["deform_mm"] / voxel_mm)
         disp = (perm @ disp.reshape(3, -1)).reshape(3, -1)
     coords = lin @ offsets + disp + np.asarray(centre_vox, dtype=np.float64)[:, None]
+    if warp and brain_centre_vox is not None:
+        scale = rng.uniform(*cfg.get("ventricle_scale", (1.0, 1.0)))
+        coords = ventricle_warp(coords, brain_centre_vox, scale, voxel_mm)
     return coords.reshape(3, *block_shape)
 
 

@@ -53,6 +53,18 @@ def sampling_start(meta: dict) -> str:
     return str(meta.get("sampling_start", "noise"))
 
 
+# The plane flips averaged at inference (``meta["test_time_flips"]`` of them, in this order):
+# none, along the in-plane axis, along the thick axis, both. Training flips its anatomy at
+# random, so each is an input the model knows; their mean is a cheap ensemble.
+FLIPS = ((), (-2,), (-1,), (-2, -1))
+
+
+def test_time_flips(meta: dict) -> int:
+    """How many plane flips (1, 2 or 4 of :data:`FLIPS`) inference averages:
+    ``meta["test_time_flips"]``; bundles from before it was recorded: 1 (none)."""
+    return int(meta.get("test_time_flips", 1))
+
+
 def input_order(meta: dict) -> int:
     """The spline order (1 or 3) that brings an acquired input onto the fine grid for this
     model (``meta["interpolation"]``; bundles from before it was recorded: linear)."""
@@ -119,9 +131,10 @@ def predict_volume(
     from ``start`` (default :func:`sampling_start`):
     ``zero``, the path towards the posterior mean, or ``noise`` drawn from ``seed``; planes
     are zero-padded to the UNet's size multiple and cropped back; the residual is added to
-    the input channel. With several plane axes the predictions are averaged (orthogonal-plane
-    fusion), then mapped to the 7T contrast (:func:`to_output_contrast`). Returns float32
-    (X, Y, Z) in normalised 7T units. An input already at the output resolution
+    the input channel; each batch is the mean over ``meta["test_time_flips"]`` plane flips
+    (:func:`test_time_flips`). With several plane axes the predictions are averaged
+    (orthogonal-plane fusion), then mapped to the 7T contrast (:func:`to_output_contrast`).
+    Returns float32 (X, Y, Z) in normalised 7T units. An input already at the output resolution
     (:func:`nothing_to_resolve`) skips the network: its 1.5T channel, in the output contrast.
     """
     if nothing_to_resolve(meta, slice_mm, inplane_mm):
@@ -144,6 +157,7 @@ def predict_volume(
     t1, guidance = _select_channels(meta, condition)
     mult = model.size_multiple
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    flips = test_time_flips(meta)
 
     out = np.zeros(t1.shape, dtype=np.float64)
     axes = [int(a) for a in meta["slice_axis"]]
@@ -168,7 +182,9 @@ def predict_volume(
                 geo = np.broadcast_to(geometry, (len(idx), *geometry.shape))
                 planes = np.concatenate([planes, geo], axis=1)
             try:
-                x0 = _sample_padded(model, torch.from_numpy(planes), steps, noise_all[idx], device)
+                x0 = _sample_padded(
+                    model, torch.from_numpy(planes), steps, noise_all[idx], device, flips
+                )
             except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
                 batch_size = _smaller_batch(exc, len(idx), (h, w), device)
                 continue  # the same planes again, fewer at a time (same noise: same result)
@@ -213,14 +229,23 @@ def to_output_contrast(meta: dict, pred: np.ndarray) -> np.ndarray:
     return quantile_map(pred, meta["contrast_map"])
 
 
-def _sample_padded(model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device):
+def _sample_padded(
+    model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device, flips: int = 1
+):
     """DDIM on planes ``cond`` (N, C, H, W) zero-padded to the UNet's size multiple (``noise``
-    is already padded); returns the scaled residual (N, H, W) as float32 numpy."""
+    is already padded); returns the scaled residual (N, H, W) as float32 numpy: the mean over
+    the first ``flips`` of :data:`FLIPS` (each flipped back)."""
     h, w = cond.shape[-2:]
     mult = model.size_multiple
-    cond = F.pad(cond, (0, (-w) % mult, 0, (-h) % mult)).to(device)
-    x0 = ddim_sample(model, cond, steps, noise=noise)
-    return x0[:, 0, :h, :w].float().cpu().numpy()
+    total = None
+    for dims in FLIPS[:flips]:
+        c = cond.flip(dims) if dims else cond
+        c = F.pad(c, (0, (-w) % mult, 0, (-h) % mult)).to(device)
+        x0 = ddim_sample(model, c, steps, noise=noise.flip(dims) if dims else noise)
+        x0 = x0[:, 0, :h, :w].float()
+        x0 = x0.flip(dims) if dims else x0
+        total = x0 if total is None else total + x0
+    return (total / flips).cpu().numpy()
 
 
 @torch.no_grad()
@@ -250,7 +275,12 @@ def predict_plane(
     if meta.get("deterministic"):
         noise.zero_()
     residual = _sample_padded(
-        model, torch.from_numpy(planes), int(meta["sampling_steps"]), noise, device
+        model,
+        torch.from_numpy(planes),
+        int(meta["sampling_steps"]),
+        noise,
+        device,
+        test_time_flips(meta),
     )
     plane = np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])
     return to_output_contrast(meta, plane)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import numbers
 import os
 import random
 import re
@@ -59,7 +60,8 @@ RESUME_FREE = frozenset(
     {
         "train_steps",
         "steps_per_stage",
-        "sampling_start",  # inference only: training never reads it
+        "sampling_start",  # inference only: training never reads these two
+        "test_time_flips",
         "checkpoint_every",
         "log_every",
         "val_every",
@@ -358,6 +360,7 @@ class DiffusionTrainer:
         )
         self.sampling_steps = int(teacher["sampling_steps"])
         self.sampling_start = str(teacher["sampling_start"])
+        self.test_time_flips = int(teacher["test_time_flips"])
 
     @property
     def total_steps(self) -> int:
@@ -424,6 +427,7 @@ class DiffusionTrainer:
             "context_slices": self.context_slices,
             "sampling_steps": self.sampling_steps,
             "sampling_start": self.sampling_start,
+            "test_time_flips": self.test_time_flips,
             "train_slice_mm": [lo, hi],
             "trained_slice_mm": (
                 [max(lo, float(spacings.min())), hi]
@@ -538,6 +542,7 @@ class DiffusionTrainer:
             start = int(state["step"])
             if self.rank == 0:
                 print(f"resuming from {ckpt} at step {start}", file=sys.stderr)
+        self.keep_records(state.get("metric_records", []) if ckpt is not None else [])
 
         module = trainable
         if self.world > 1:
@@ -586,8 +591,6 @@ class DiffusionTrainer:
             window_loss.append({"loss": loss.detach(), **parts})
             bar.update(1)
 
-            if step % int(cfg["checkpoint_every"]) == 0 or step == total:
-                self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
             if step % int(cfg["log_every"]) == 0 or step == total:
                 now = time.perf_counter()
                 history = self.window_mean(window_loss)
@@ -604,6 +607,9 @@ class DiffusionTrainer:
                 self.report_val(ema, step)
             if step % self.sample_every == 0 or step == total:
                 self.report_sample(ema, step)
+            # after the step's records, so that a resume replays them all (keep_records)
+            if step % int(cfg["checkpoint_every"]) == 0 or step == total:
+                self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
         bar.close()
         seconds = time.perf_counter() - t0
         if self.val_subjects:
@@ -639,6 +645,29 @@ class DiffusionTrainer:
             "device": str(self.device),
             "world_size": self.world,
         }
+
+    def keep_records(self, earlier: list) -> None:
+        """From here on, keep every record given to ``metrics_cb`` (numbers only, as
+        ``[step, record]``) so that checkpoints carry them, and first replay ``earlier`` (the
+        records of a resumed checkpoint) to ``metrics_cb``: a resumed job's history and MLflow
+        run then hold the whole curve, not only the steps after the resume."""
+        self.records = [[int(step), dict(rec)] for step, rec in earlier]
+        self._outer_cb = outer = getattr(self, "_outer_cb", self.metrics_cb)
+        if outer is None or self.rank != 0:
+            return
+        for step, rec in self.records:
+            outer(rec, step)
+
+        def keep(record, step=None):
+            kept = {
+                str(k): float(v)
+                for k, v in record.items()
+                if isinstance(v, numbers.Real) and not isinstance(v, bool)
+            }
+            self.records.append([int(step or 0), kept])
+            outer(record, step)
+
+        self.metrics_cb = keep
 
     @contextmanager
     def out_of_memory_guard(self, trainable: nn.Module):
@@ -683,6 +712,7 @@ class DiffusionTrainer:
                 "architecture": plain(self.denoiser(trainable).arch),
                 "resume_key": self.resume_key(),
                 "kind": self.kind,
+                "metric_records": self.records,
             }
             atomic_torch_save(state, self.checkpoint_dir / f"step_{step:08d}.pt")
             for old in sorted(self.checkpoint_dir.glob(CHECKPOINT_GLOB))[:-KEEP_CHECKPOINTS]:
