@@ -96,6 +96,7 @@ def test_per_stage_list_of_wrong_length_is_named_with_its_key_path():
     cfg["distill"] = {**cfg["distill"], "stages": 4, "data_weight": [1.0, 0.5]}
     cfg["distill"]["steps_per_stage"] = [100]  # one entry: every stage
     cfg["distill"]["feature_weight"] = 0.1
+    cfg["distill"]["test_time_flips"] = 4  # one value: every stage
     cfg["distill"]["channels"] = [[8, 16, 16]] * 4
     with pytest.raises(ConfigError) as err:
         check_models(cfg)

@@ -115,6 +115,7 @@ PER_STAGE_KEYS = {
     "attention_levels": True,
     "feature_weight": False,
     "data_weight": False,
+    "test_time_flips": False,
 }
 
 

@@ -45,6 +45,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
             "steps_per_stage": [6, 4],
             "attention_levels": [[False, False], [False, True]],
             "data_weight": [0.0, 0.5],
+            "test_time_flips": [1, 4],
         }
     )
     s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
@@ -62,6 +63,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta2["architecture"]["attention_levels"] == [False, True]
     # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry
     assert meta1["data_weight"] == 1.0 and meta2["data_weight"] == 0.5
+    # test-time flips are each stage's own plan (the teacher's and stage 1's: the default)
+    assert (tm["test_time_flips"], meta1["test_time_flips"], meta2["test_time_flips"]) == (1, 1, 4)
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
     # the cost of each stage travels with it: fewer steps and a narrower net, fewer MACs
     assert meta2["macs_per_slice"] < meta1["macs_per_slice"] < tm["macs_per_slice"]

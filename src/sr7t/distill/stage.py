@@ -34,7 +34,7 @@ from sr7t.models.diffusion import (
     q_sample,
     v_target,
 )
-from sr7t.models.predict import sampling_start, test_time_flips
+from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
 
 
@@ -119,7 +119,7 @@ class DistillTrainer(DiffusionTrainer):
         self.residual_scale = float(pm["residual_scale"])
         self.sampling_steps = int(pm["sampling_steps"]) // 2
         self.sampling_start = sampling_start(pm)
-        self.test_time_flips = test_time_flips(pm)
+        self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], self.stage, False))
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
@@ -194,13 +194,7 @@ class DistillTrainer(DiffusionTrainer):
             ],
         )
         # what the student's output means is its parent's: same contrast, same grid
-        for key in (
-            "output_contrast",
-            "contrast_map",
-            "interpolation",
-            "sampling_start",
-            "test_time_flips",
-        ):
+        for key in ("output_contrast", "contrast_map", "interpolation", "sampling_start"):
             if key in pm:
                 meta[key] = pm[key]
         return meta

@@ -31,6 +31,7 @@ class RegressionTrainer(DiffusionTrainer):
         self.channels_arch = [int(c) for c in per_stage(self.cfg["channels"], k, True)]
         attention = self.cfg["attention_levels"]
         self.attention_arch = None if attention is None else per_stage(attention, k, True)
+        self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], k, False))
 
     @property
     def total_steps(self) -> int:
