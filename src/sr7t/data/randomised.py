@@ -84,6 +84,10 @@ class RandomisedSliceDataset(Dataset):
         self.order = INTERPOLATION_ORDER[data_cfg["interpolation"]]
         # the real 1.5T's targets in its own contrast, made once per subject when drawn
         self._real_targets: dict[int, np.ndarray] = {}
+        # resampling the anatomy: linear (blurs what lies off the grid) or cubic B-spline
+        # from coefficients made once per subject and volume
+        self.resample_order = int(self.synth.get("resample_order", 1))
+        self._coefficients: dict[tuple[int, str], np.ndarray] = {}
 
     @property
     def n_condition(self) -> int:
@@ -102,6 +106,16 @@ class RandomisedSliceDataset(Dataset):
                 s.target, s.t1, s.mask, float(s.spacing_mm[0])
             )
         return self._real_targets[k]
+
+    def resample(self, k: int, name: str, coords: np.ndarray) -> np.ndarray:
+        """Subject ``k``'s volume ``name`` (``target``, ``t1`` or ``real_target``) at voxel
+        ``coords``, with ``synth.resample_order`` (1 linear, 3 cubic B-spline)."""
+        volume = self.real_target(k) if name == "real_target" else getattr(self.subjects[k], name)
+        if self.resample_order == 1:
+            return synth.sample(volume, coords)
+        if (k, name) not in self._coefficients:
+            self._coefficients[k, name] = synth.spline_coefficients(volume)
+        return synth.sample_cubic(self._coefficients[k, name], coords)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])
@@ -130,11 +144,13 @@ class RandomisedSliceDataset(Dataset):
             warp=not real,
             brain_centre_vox=self._brain_centre[k],
         )
+        if real and self.resample_order != 1:
+            coords = np.round(coords)  # unwarped: on the grid, nothing to interpolate
         mid = CONTEXT_MARGIN + c
-        target = synth.sample(subj.target, coords[:, mid])
+        target = self.resample(k, "target", coords[:, mid])
         mask = synth.sample(subj.mask.astype(np.float32), coords[:, mid]) > 0.5
         if real and self.input_contrast:
-            target = synth.sample(self.real_target(k), coords[:, mid])
+            target = self.resample(k, "real_target", coords[:, mid])
 
         if real:
             native = subj.native_spacing_mm
@@ -142,7 +158,7 @@ class RandomisedSliceDataset(Dataset):
                 rng, self.cfg["train_slice_mm"], [native[0], native[0]], voxel, self.synth
             )
             slice_mm = max(acq.slice_mm, float(native[2]))
-            block = synth.sample(subj.t1, coords)
+            block = self.resample(k, "t1", coords)
             if slice_mm > native[2] * 1.001 or self.order != 1:
                 # re-acquired; with cubic interpolation at its own spacing too, so it comes
                 # back onto the grid by the same spline as every other input
@@ -157,7 +173,7 @@ class RandomisedSliceDataset(Dataset):
                 rng, self.cfg["train_slice_mm"], self.synth["inplane_mm"], voxel, self.synth
             )
             block = synth.random_contrast(
-                rng, synth.sample(subj.target, coords), self.synth["gamma"]
+                rng, self.resample(k, "target", coords), self.synth["gamma"]
             )
             block = block * np.exp(synth.smooth_log_bias(rng, block.shape, self.synth["bias_log"]))
             if self.input_contrast:  # the same coordinates as the target plane

@@ -139,9 +139,11 @@ def draw_acquisition(
 ) -> Acquisition:
     """A random acquisition: spacing uniform in ``slice_range_mm`` (never finer than the
     grid), in-plane resolution uniform in ``inplane_range_mm`` (never coarser than the slice
-    spacing), profile box or Gaussian, and for one example in three a gap. A fraction
-    ``cfg["fine_fraction"]`` of examples is acquired at the grid's own resolution (only noise,
-    contrast and bias: the model must learn to leave a fine input alone)."""
+    spacing) or, for a fraction ``cfg["fine_inplane_fraction"]`` of examples, the grid's own
+    (no in-plane blur, like a routine 2-D scan's 1 mm in-plane), profile box or Gaussian,
+    and for one example in three a gap. A fraction ``cfg["fine_fraction"]`` of examples is
+    acquired at the grid's own resolution (only noise, contrast and bias: the model must
+    learn to leave a fine input alone)."""
     fine = float(cfg["fine_fraction"])
     if fine > 0 and rng.random() < fine:  # no draw at 0: earlier examples stay as they were
         return Acquisition(voxel_mm, voxel_mm, "box", 0.0, voxel_mm)
@@ -150,6 +152,9 @@ def draw_acquisition(
     ilo, ihi = (max(float(v), voxel_mm) for v in inplane_range_mm)
     ihi = min(ihi, max(slice_mm, ilo))
     inplane = float(rng.uniform(ilo, ihi)) if ihi > ilo else ilo
+    fine_inplane = float(cfg.get("fine_inplane_fraction", 0.0))
+    if fine_inplane > 0 and rng.random() < fine_inplane:  # no draw at 0, as above
+        inplane = voxel_mm  # a 2-D acquisition's in-plane resolution is often the grid's
     gap = float(rng.uniform(*cfg["gap_fraction"])) if rng.random() < 1 / 3 else 0.0
     profile = PROFILES[int(rng.integers(len(PROFILES)))]
     return Acquisition(
@@ -304,3 +309,20 @@ def sample(volume: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray
     return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).astype(
         np.float32
     )
+
+
+def spline_coefficients(volume: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients of ``volume`` (float32), for :func:`sample_cubic`: made once
+    per volume, so that each example's resampling costs no whole-volume filter."""
+    return ndimage.spline_filter(
+        np.asarray(volume, dtype=np.float32), order=3, output=np.float32, mode="nearest"
+    )
+
+
+def sample_cubic(coefficients: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The volume of :func:`spline_coefficients` at voxel coordinates ``coords`` (3, ...) by
+    cubic B-spline interpolation (edge values beyond the grid). Unlike linear interpolation it
+    does not blur what it resamples off the grid. float32."""
+    return ndimage.map_coordinates(
+        coefficients, coords, order=3, mode="nearest", prefilter=False
+    ).astype(np.float32)
