@@ -41,6 +41,7 @@ def cmd_predict(a) -> int:
                     device=a.device,
                     batch_size=a.batch_size,
                     brain_mask=a.brain_mask,
+                    flips=a.flips,
                 )
             except BundleError as exc:
                 # one line naming the file, exit status 2 (bad input), no traceback
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="a model.pt (teacher or student)")
     s.add_argument("--coef", default="", help="the 1.5T scanner's gradient coefficient file")
     s.add_argument("--steps", type=int, default=None, help="sampling steps (default: model's)")
+    s.add_argument(
+        "--flips",
+        type=int,
+        choices=[1, 2, 4],
+        default=None,
+        help="test-time plane flips averaged (default: the model's; each is one more pass)",
+    )
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument(
         "--brain-mask",

@@ -201,6 +201,7 @@ def predict_scan(
     device: str | None = None,
     batch_size: int = 16,
     brain_mask: str = "auto",
+    flips: int | None = None,
 ) -> dict:
     """Super-resolve ``in_path`` into ``out_path`` with the model bundle ``model_path``.
 
@@ -214,6 +215,8 @@ def predict_scan(
     whole head; ``"head"`` always :func:`head_mask`; or a NIfTI mask on the scan's grid. The
     mask restricts N4 and the intensity normalisation; a brain mask also strips the input
     (the models saw only brains) and the output, :func:`head_mask` masks the output.
+    ``flips``: test-time plane flips (1, 2 or 4) instead of the model's own
+    (:func:`sr7t.models.predict.test_time_flips`): each flip is one more pass of the network.
 
     The steps are :func:`n4_for_model`, :func:`guidance_on_grid` and :func:`super_resolve`
     (the workflow runs them as separate jobs for inference-only subjects).
@@ -224,6 +227,10 @@ def predict_scan(
     subject = Path(in_path).name
     data, affine = load_volume(in_path, subject)
     model, meta = load_bundle(model_path, device=device)
+    if flips is not None:
+        if int(flips) not in (1, 2, 4):
+            raise ValueError(f"flips must be 1, 2 or 4, got {flips}")
+        meta = {**meta, "test_time_flips": int(flips)}
     geometry = acquisition_geometry(affine)
     warnings = geometry_warnings(meta, geometry)
     for w in warnings:

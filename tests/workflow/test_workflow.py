@@ -237,6 +237,8 @@ def test_predict_one_scan_without_the_workflow(tiny_run, tmp_path):
             str(model),
             "--coef",
             str(coef),
+            "--flips",
+            "2",  # the tiny final student's own plan is 4
             "--threads",
             "2",
             "--results-dir",
