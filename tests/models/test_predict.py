@@ -210,3 +210,11 @@ def test_test_time_flips_average_the_flipped_planes(condition, flips):
     expected = t1 + 0.5 * (0.2 * t1 + bias + extra)
     inner = (slice(1, -1), slice(None), slice(1, -1))
     np.testing.assert_allclose(out[inner], expected[inner], atol=1e-5)
+
+
+def test_a_flip_count_other_than_1_2_4_is_refused():
+    from sr7t.models.predict import test_time_flips
+
+    assert test_time_flips({}) == 1  # bundles from before flips: none
+    with pytest.raises(ValueError, match="test_time_flips must be 1, 2 or 4, got 3"):
+        test_time_flips({"test_time_flips": 3})

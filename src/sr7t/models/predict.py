@@ -61,8 +61,12 @@ FLIPS = ((), (-2,), (-1,), (-2, -1))
 
 def test_time_flips(meta: dict) -> int:
     """How many plane flips (1, 2 or 4 of :data:`FLIPS`) inference averages:
-    ``meta["test_time_flips"]``; bundles from before it was recorded: 1 (none)."""
-    return int(meta.get("test_time_flips", 1))
+    ``meta["test_time_flips"]``; bundles from before it was recorded: 1 (none). Raises
+    ``ValueError`` for any other count."""
+    flips = int(meta.get("test_time_flips", 1))
+    if flips not in (1, 2, len(FLIPS)):
+        raise ValueError(f"test_time_flips must be 1, 2 or 4, got {flips}")
+    return flips
 
 
 def input_order(meta: dict) -> int:
@@ -237,14 +241,11 @@ def _sample_padded(
     the first ``flips`` of :data:`FLIPS` (each flipped back)."""
     h, w = cond.shape[-2:]
     mult = model.size_multiple
-    total = None
-    for dims in FLIPS[:flips]:
-        c = cond.flip(dims) if dims else cond
-        c = F.pad(c, (0, (-w) % mult, 0, (-h) % mult)).to(device)
-        x0 = ddim_sample(model, c, steps, noise=noise.flip(dims) if dims else noise)
-        x0 = x0[:, 0, :h, :w].float()
-        x0 = x0.flip(dims) if dims else x0
-        total = x0 if total is None else total + x0
+    total = 0.0
+    for dims in FLIPS[:flips]:  # the first, (), leaves the planes as they are
+        c = F.pad(cond.flip(dims), (0, (-w) % mult, 0, (-h) % mult)).to(device)
+        x0 = ddim_sample(model, c, steps, noise=noise.flip(dims))
+        total = total + x0[:, 0, :h, :w].float().flip(dims)
     return (total / flips).cpu().numpy()
 
 

@@ -542,7 +542,10 @@ class DiffusionTrainer:
             start = int(state["step"])
             if self.rank == 0:
                 print(f"resuming from {ckpt} at step {start}", file=sys.stderr)
-        self.keep_records(state.get("metric_records", []) if ckpt is not None else [])
+        self.records: list = []
+        if state is not None and self.rank == 0:
+            for step, record in state.get("metric_records", []):
+                self.emit(record, step)
 
         module = trainable
         if self.world > 1:
@@ -601,13 +604,13 @@ class DiffusionTrainer:
                 }
                 bar.set_postfix(loss=f"{history['loss']:.4f}")
                 window_t, window_n, window_loss = now, 0, []
-                if self.rank == 0 and self.metrics_cb is not None:
-                    self.metrics_cb(record, step)
+                if self.rank == 0:
+                    self.emit(record, step)
             if self.val_subjects and step % int(cfg["val_every"]) == 0 and step != total:
                 self.report_val(ema, step)
             if step % self.sample_every == 0 or step == total:
                 self.report_sample(ema, step)
-            # after the step's records, so that a resume replays them all (keep_records)
+            # after the step's records, so that a resume emits them all again (emit)
             if step % int(cfg["checkpoint_every"]) == 0 or step == total:
                 self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
         bar.close()
@@ -646,28 +649,19 @@ class DiffusionTrainer:
             "world_size": self.world,
         }
 
-    def keep_records(self, earlier: list) -> None:
-        """From here on, keep every record given to ``metrics_cb`` (numbers only, as
-        ``[step, record]``) so that checkpoints carry them, and first replay ``earlier`` (the
-        records of a resumed checkpoint) to ``metrics_cb``: a resumed job's history and MLflow
-        run then hold the whole curve, not only the steps after the resume."""
-        self.records = [[int(step), dict(rec)] for step, rec in earlier]
-        self._outer_cb = outer = getattr(self, "_outer_cb", self.metrics_cb)
-        if outer is None or self.rank != 0:
-            return
-        for step, rec in self.records:
-            outer(rec, step)
-
-        def keep(record, step=None):
-            kept = {
-                str(k): float(v)
-                for k, v in record.items()
-                if isinstance(v, numbers.Real) and not isinstance(v, bool)
-            }
-            self.records.append([int(step or 0), kept])
-            outer(record, step)
-
-        self.metrics_cb = keep
+    def emit(self, record: dict, step: int) -> None:
+        """Give ``record`` to ``metrics_cb`` and keep its numbers (``[step, record]`` in
+        :attr:`records`), which every checkpoint carries: a resumed job emits them again first,
+        so its history and MLflow run hold the whole curve, not only the steps after the
+        resume."""
+        kept = {
+            str(k): float(v)
+            for k, v in record.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool)
+        }
+        self.records.append([int(step), kept])
+        if self.metrics_cb is not None:
+            self.metrics_cb(record, step)
 
     @contextmanager
     def out_of_memory_guard(self, trainable: nn.Module):
@@ -774,14 +768,12 @@ class DiffusionTrainer:
         from sr7t.train.monitor import volume_scores
 
         scores = volume_scores(model, meta, self.val_subjects, self.val_slice_mm())
-        if self.metrics_cb is not None:
-            self.metrics_cb(scores, step)
+        self.emit(scores, step)
         return scores
 
     def report_val(self, ema: AveragedModel, step: int) -> float | None:
         if self.rank != 0:
             return None
         val = self.validation_loss(ema.module)
-        if self.metrics_cb is not None:
-            self.metrics_cb({"val_loss": val}, step)
+        self.emit({"val_loss": val}, step)
         return val
