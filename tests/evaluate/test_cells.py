@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sr7t.evaluate.cells import Cell, cell_input, eval_cells, roi
+from sr7t.evaluate.cells import Cell, cell_input, context_voxels, eval_cells, roi
 from sr7t.evaluate.run import cell_label, tissue_cell, uncertainty_error_correlation
 
 CFG = {"resolutions_mm": [2.0, 4.0], "axes": [0, 1, 2], "isotropic": True, "pipeline": True}
@@ -88,6 +88,17 @@ def test_roi_is_a_centred_box_of_the_asked_size():
     assert roi(mask, np.ones(3), None) == (slice(0, 40),) * 3
     grown = roi(mask, np.ones(3), 10.0, margin=3)
     assert [b.stop - b.start for b in grown] == [16, 16, 16]
+
+
+def test_context_is_whole_volume_by_default_and_millimetres_per_axis_otherwise():
+    mask = np.zeros((40, 40, 40), bool)
+    mask[10:30, 8:32, 12:28] = True
+    spacing = np.array([1.0, 1.0, 2.0])
+    whole = roi(mask, spacing, 10.0, context_voxels({"context_mm": None}, spacing))
+    assert whole == (slice(0, 40),) * 3
+    four = context_voxels({"context_mm": 4.0}, spacing)
+    assert four.tolist() == [4, 4, 2]
+    assert [b.stop - b.start for b in roi(mask, spacing, 10.0, four)] == [18, 18, 10]
 
 
 def test_uncertainty_correlation_sees_a_spread_that_tracks_the_error():

@@ -89,6 +89,26 @@ def test_real_model_shape_finite_deterministic(condition):
     assert c.shape == condition.shape[1:] and np.isfinite(c).all()
 
 
+@pytest.mark.parametrize("thick_axis", [2, 0])
+def test_a_region_is_the_whole_volume_prediction_inside_it(condition, thick_axis):
+    """Only the planes through the box are run, each whole: the box of a whole-volume
+    prediction (to float rounding: batches group other planes), noise-started, with both plane axes and the thick axis anywhere."""
+    torch.manual_seed(0)
+    arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
+    arch |= {"num_res_blocks": 1, "norm_num_groups": 8}
+    model = Denoiser(3 + 4, arch)
+    for p in model.unet.out.parameters():
+        nn.init.normal_(p, std=0.05)
+    meta = {**META, "slice_axis": [0, 1], "sampling_start": "noise"}
+    kw = {"progress": False, "thick_axis": thick_axis, "batch_size": 3}
+    whole = predict_volume(model, meta, condition, **kw)
+    region = (slice(2, 9), slice(3, 7), slice(4, 10))
+    part = predict_volume(model, meta, condition, region=region, **kw)
+    assert part.shape == (7, 4, 6)
+    np.testing.assert_allclose(part, whole[region], atol=1e-6)
+    assert not np.allclose(part, whole[slice(3, 10), slice(3, 7), slice(4, 10)])
+
+
 def test_wrong_channel_count_is_refused(condition):
     with pytest.raises(ValueError, match="channels"):
         predict_volume(PlanOracle(1), META, condition[:3], progress=False)

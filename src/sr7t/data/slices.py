@@ -71,8 +71,16 @@ class Subject(Mapping):
 
     @property
     def guidance(self) -> np.ndarray:
+        """The condition's channels other than the 1.5T: a view when they are contiguous
+        (the dataset stage writes the 1.5T first), else a copy made once."""
         idx = [i for i, c in enumerate(self.channels) if c != T1_CHANNEL]
-        return self.condition[idx]
+        if not idx:
+            return self.condition[:0]
+        if idx == list(range(idx[0], idx[-1] + 1)):
+            return self.condition[idx[0] : idx[-1] + 1]
+        if getattr(self, "_guidance", None) is None:
+            self._guidance = self.condition[idx]
+        return self._guidance
 
 
 def load_subject(path: str | Path) -> Subject:

@@ -77,9 +77,10 @@ def load_truth(truth_dir: str | Path, subject: str, arrays: dict) -> dict:
     return out
 
 
-def roi(mask: np.ndarray, spacing_mm: np.ndarray, roi_mm: float | None, margin: int = 0):
+def roi(mask: np.ndarray, spacing_mm: np.ndarray, roi_mm: float | None, margin=0):
     """A box (tuple of slices) of side ``roi_mm`` centred on the brain's bounding-box centre
-    (the whole volume when ``roi_mm`` is None), grown by ``margin`` voxels where possible."""
+    (the whole volume when ``roi_mm`` is None), grown by ``margin`` voxels (one number, or
+    one per axis) where possible."""
     idx = np.argwhere(mask)
     lo, hi = idx.min(0), idx.max(0) + 1
     if roi_mm is None:
@@ -91,6 +92,16 @@ def roi(mask: np.ndarray, spacing_mm: np.ndarray, roi_mm: float | None, margin: 
     lo = np.maximum(lo - margin, 0)
     hi = np.minimum(hi + margin, mask.shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def context_voxels(cfg: dict, spacing_mm) -> np.ndarray:
+    """Voxels of real image around the scored box that a model sees, per axis:
+    ``cfg["context_mm"]`` (the ``evaluate`` config) on a grid of ``spacing_mm``; None: the
+    whole volume (as a whole-volume ``sr7t predict`` would)."""
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    if cfg.get("context_mm") is None:
+        return np.full(3, 1 << 20)
+    return np.ceil(float(cfg["context_mm"]) / spacing).astype(int)
 
 
 def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> dict:

@@ -167,9 +167,11 @@ def evaluate_model(
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
     ``cfg``: the resolved ``evaluate`` config (:func:`sr7t.config.resolve`: ``resolutions_mm``,
-    ``axes``, ``isotropic``, ``pipeline``, ``roi_mm``, ``noise``, ``n_samples``, ``tissue``,
-    ``batch_size``; defaults live in the schema only). ``truth_root``: the demo's truth
-    folder (``<raw>/truth``, one folder per subject) or None for cohorts without truth.
+    ``axes``, ``isotropic``, ``pipeline``, ``roi_mm``, ``context_mm``, ``noise``,
+    ``n_samples``, ``tissue``, ``batch_size``; defaults live in the schema only). A model runs
+    on the planes through the scored box, each with ``context_mm`` of real image around it.
+    ``truth_root``: the demo's truth folder (``<raw>/truth``, one folder per subject) or None
+    for cohorts without truth.
     Each output gets its own monotone intensity map to the reference inside the brain
     (:func:`sr7t.evaluate.metrics.contrast_neutral_metrics`). ``pred_pattern`` has
     ``{subject}`` and ``{cell}`` fields (NIfTI of the scored region); ``std_pattern`` (same
@@ -178,7 +180,14 @@ def evaluate_model(
     training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
     applies. Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
-    from sr7t.evaluate.cells import AXIS_NAMES, cell_input, eval_cells, load_truth, roi
+    from sr7t.evaluate.cells import (
+        AXIS_NAMES,
+        cell_input,
+        context_voxels,
+        eval_cells,
+        load_truth,
+        roi,
+    )
     from sr7t.evaluate.metrics import contrast_neutral_metrics
 
     model = meta = None
@@ -206,8 +215,8 @@ def evaluate_model(
         cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
         for cell in cells:
             inp = cell_input(cell, arrays, truth, float(cfg["noise"]))
-            margin = 4 + int(meta["context_slices"]) if meta else 0
-            box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], margin)
+            context = context_voxels(cfg, arrays["spacing_mm"])
+            box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], context)
             inner = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"])
             local = tuple(
                 slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
@@ -244,7 +253,8 @@ def evaluate_model(
                         slice_mm=inp["slice_mm"],
                         inplane_mm=inp["inplane_mm"],
                         start=start,
-                    )[local]
+                        region=local,
+                    )
 
                 # The prediction follows the model's plan (sampling_start); with several
                 # samples their spread (noise-started) is the uncertainty, and a noise-started

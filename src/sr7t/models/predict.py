@@ -121,8 +121,9 @@ def predict_volume(
     slice_mm: float | None = None,
     inplane_mm: float | None = None,
     start: str | None = None,
+    region: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
-    """Super-resolve one volume.
+    """Super-resolve one volume (or the box ``region`` of it).
 
     ``condition``: float32 (C, X, Y, Z) on the fine grid, channels as ``meta["channels"]``, in
     the dataset's normalised units (1.5T divided by its in-mask 99th percentile), the input
@@ -140,6 +141,11 @@ def predict_volume(
     (orthogonal-plane fusion), then mapped to the 7T contrast (:func:`to_output_contrast`).
     Returns float32 (X, Y, Z) in normalised 7T units. An input already at the output resolution
     (:func:`nothing_to_resolve`) skips the network: its 1.5T channel, in the output contrast.
+
+    ``region`` (slices in X, Y, Z): only the planes through that box are run (each plane
+    whole, so what lies around the box is the planes' context, as in a whole-volume run) and
+    only the box is returned: the evaluation scores a box of a larger crop at the cost of
+    the box's planes. Every plane keeps the noise it gets in a whole-volume run.
     """
     if nothing_to_resolve(meta, slice_mm, inplane_mm):
         t1, _ = _select_channels(meta, np.asarray(condition, dtype=np.float32))
@@ -149,7 +155,8 @@ def predict_volume(
             slice_mm,
             inplane_mm,
         )
-        return to_output_contrast(meta, t1.astype(np.float32))
+        out = to_output_contrast(meta, t1.astype(np.float32))
+        return out if region is None else out[tuple(region)]
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
@@ -165,7 +172,12 @@ def predict_volume(
 
     out = np.zeros(t1.shape, dtype=np.float64)
     axes = [int(a) for a in meta["slice_axis"]]
-    total = sum(t1.shape[a] for a in axes)
+    if region is None:
+        region = (slice(None),) * 3
+    thick = int(thick_axis)  # the region in the frame: the thick axis last
+    frame_region = tuple(region[a] for a in range(3) if a != thick) + (region[thick],)
+    wanted = {a: np.arange(t1.shape[a])[frame_region[a]] for a in axes}
+    total = sum(len(wanted[a]) for a in axes)
     bar = tqdm(total=total, desc="predict", unit="plane", file=sys.stderr, disable=not progress)
     for axis in axes:
         n = t1.shape[axis]
@@ -178,9 +190,9 @@ def predict_volume(
         noise_all = torch.randn((n, 1, h + ph, w + pw), generator=gen)
         if meta.get("deterministic") or (start or sampling_start(meta)) == "zero":
             noise_all.zero_()
-        first = 0
-        while first < n:
-            idx = np.arange(first, min(first + batch_size, n))
+        first, todo = 0, wanted[axis]
+        while first < len(todo):
+            idx = todo[first : first + batch_size]
             planes = condition_planes(t1, guidance, axis, idx, context)
             if geometry is not None:
                 geo = np.broadcast_to(geometry, (len(idx), *geometry.shape))
@@ -198,8 +210,8 @@ def predict_volume(
         # (N, A, Z) back to the frame's (X, Y, Z)
         out += np.moveaxis(residual, 0, axis)
     bar.close()
-    pred = to_output_contrast(meta, (t1 + out / len(axes)).astype(np.float32))
-    return np.moveaxis(pred, 2, int(thick_axis))
+    fused = (t1 + out / len(axes))[frame_region].astype(np.float32)
+    return np.moveaxis(to_output_contrast(meta, fused), 2, thick)
 
 
 def _smaller_batch(exc: RuntimeError, batch: int, plane: tuple[int, int], device) -> int:
