@@ -92,7 +92,8 @@ def test_real_model_shape_finite_deterministic(condition):
 @pytest.mark.parametrize("thick_axis", [2, 0])
 def test_a_region_is_the_whole_volume_prediction_inside_it(condition, thick_axis):
     """Only the planes through the box are run, each whole: the box of a whole-volume
-    prediction (to float rounding: batches group other planes), noise-started, with both plane axes and the thick axis anywhere."""
+    prediction (to float rounding: batches group other planes), noise-started, with both
+    plane axes and the thick axis anywhere."""
     torch.manual_seed(0)
     arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
     arch |= {"num_res_blocks": 1, "norm_num_groups": 8}
