@@ -39,6 +39,13 @@ def main(argv=None) -> int:
         help="subjects to score (default val; test only to measure, never to choose: "
         "benchmarks/seed_spread.py)",
     )
+    ap.add_argument(
+        "--flips",
+        type=int,
+        choices=[1, 2, 4],
+        default=None,
+        help="test-time plane flips for every model (default: each model's own)",
+    )
     a = ap.parse_args(argv)
 
     eval_cfg = resolved_config(a.config, a.set)["evaluate"]
@@ -72,6 +79,7 @@ def main(argv=None) -> int:
                 out / name / "metrics.tsv",
                 truth_root,
                 train_files=split["train"] if name in MAPPED_BASELINES else None,
+                flips=a.flips,
             )
         )
     table = pd.concat(tables, ignore_index=True)

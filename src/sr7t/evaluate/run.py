@@ -163,6 +163,7 @@ def evaluate_model(
     device: str | None = None,
     std_pattern: str | None = None,
     train_files: list[str] | None = None,
+    flips: int | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -178,7 +179,9 @@ def evaluate_model(
     fields; None: not written): where a model that draws several samples writes their
     per-voxel standard deviation (the report's uncertainty panel). ``train_files``: the
     training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
-    applies. Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
+    applies. ``flips``: test-time plane flips instead of the model's own (a choice made on
+    validation subjects). Returns the table (:data:`METRIC_COLUMNS`) also written to
+    ``out_tsv``.
     """
     from sr7t.evaluate.cells import (
         AXIS_NAMES,
@@ -197,6 +200,11 @@ def evaluate_model(
         if not model_file:
             raise ValueError(f"model {model_name} needs --model-file")
         model, meta = load_bundle(model_file, device=device)
+        if flips is not None:
+            from sr7t.models.predict import test_time_flips
+
+            meta = {**meta, "test_time_flips": int(flips)}
+            test_time_flips(meta)  # a bad count stops here, before any work
     cmap = None
     if model_name in MAPPED_BASELINES:
         if not train_files:
