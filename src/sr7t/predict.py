@@ -222,15 +222,13 @@ def predict_scan(
     (the workflow runs them as separate jobs for inference-only subjects).
     """
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import test_time_flips
+    from sr7t.models.predict import with_flips
 
     t0 = time.perf_counter()
     subject = Path(in_path).name
     data, affine = load_volume(in_path, subject)
     model, meta = load_bundle(model_path, device=device)
-    if flips is not None:
-        meta = {**meta, "test_time_flips": int(flips)}
-        test_time_flips(meta)  # a bad count stops here, before any work
+    meta = with_flips(meta, flips)
     geometry = acquisition_geometry(affine)
     warnings = geometry_warnings(meta, geometry)
     for w in warnings:

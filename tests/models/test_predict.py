@@ -72,19 +72,27 @@ def test_input_contrast_models_are_mapped_to_the_7t_contrast(condition):
     np.testing.assert_array_equal(same, plain_out)
 
 
-def test_real_model_shape_finite_deterministic(condition):
+ARCH = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
+ARCH |= {"num_res_blocks": 1, "norm_num_groups": 8}
+
+
+def random_denoiser(n_condition: int = 3 + 4) -> Denoiser:
+    """A small real UNet, seeded, whose output layer is not zero (so it does something)."""
     torch.manual_seed(0)
-    arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
-    arch |= {"num_res_blocks": 1, "norm_num_groups": 8}
-    model = Denoiser(3 + 4, arch)
+    model = Denoiser(n_condition, ARCH)
     for p in model.unet.out.parameters():
         nn.init.normal_(p, std=0.05)
+    return model
+
+
+def test_real_model_shape_finite_deterministic(condition):
+    model = random_denoiser()
     a = predict_volume(model, META, condition, progress=False, device="cpu")
     b = predict_volume(model, META, condition, steps=3, batch_size=3, progress=False)
     assert a.shape == condition.shape[1:] and np.isfinite(a).all()
     np.testing.assert_allclose(a, b, atol=1e-6)  # same noise whatever the batching
     np.testing.assert_array_equal(a, predict_volume(model, META, condition, progress=False))
-    no_guide = Denoiser(3, arch)
+    no_guide = Denoiser(3, ARCH)
     c = predict_volume(no_guide, {**META, "use_guidance": False}, condition, progress=False)
     assert c.shape == condition.shape[1:] and np.isfinite(c).all()
 
@@ -94,12 +102,7 @@ def test_a_region_is_the_whole_volume_prediction_inside_it(condition, thick_axis
     """Only the planes through the box are run, each whole: the box of a whole-volume
     prediction (to float rounding: batches group other planes), noise-started, with both
     plane axes and the thick axis anywhere."""
-    torch.manual_seed(0)
-    arch = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
-    arch |= {"num_res_blocks": 1, "norm_num_groups": 8}
-    model = Denoiser(3 + 4, arch)
-    for p in model.unet.out.parameters():
-        nn.init.normal_(p, std=0.05)
+    model = random_denoiser()
     meta = {**META, "slice_axis": [0, 1], "sampling_start": "noise"}
     kw = {"progress": False, "thick_axis": thick_axis, "batch_size": 3}
     whole = predict_volume(model, meta, condition, **kw)

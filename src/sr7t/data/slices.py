@@ -71,16 +71,14 @@ class Subject(Mapping):
 
     @property
     def guidance(self) -> np.ndarray:
-        """The condition's channels other than the 1.5T: a view when they are contiguous
-        (the dataset stage writes the 1.5T first), else a copy made once."""
-        idx = [i for i, c in enumerate(self.channels) if c != T1_CHANNEL]
-        if not idx:
-            return self.condition[:0]
-        if idx == list(range(idx[0], idx[-1] + 1)):
-            return self.condition[idx[0] : idx[-1] + 1]
-        if getattr(self, "_guidance", None) is None:
-            self._guidance = self.condition[idx]
-        return self._guidance
+        """The condition's channels other than the 1.5T: a view (no copy of the volume per
+        training example) when the 1.5T comes first, as the dataset stage writes it, or last."""
+        i = self.channels.index(T1_CHANNEL)
+        if i == 0:
+            return self.condition[1:]
+        if i == len(self.channels) - 1:
+            return self.condition[:-1]
+        return np.delete(self.condition, i, axis=0)
 
 
 def load_subject(path: str | Path) -> Subject:

@@ -199,12 +199,10 @@ def evaluate_model(
 
         if not model_file:
             raise ValueError(f"model {model_name} needs --model-file")
-        model, meta = load_bundle(model_file, device=device)
-        if flips is not None:
-            from sr7t.models.predict import test_time_flips
+        from sr7t.models.predict import with_flips
 
-            meta = {**meta, "test_time_flips": int(flips)}
-            test_time_flips(meta)  # a bad count stops here, before any work
+        model, meta = load_bundle(model_file, device=device)
+        meta = with_flips(meta, flips)
     cmap = None
     if model_name in MAPPED_BASELINES:
         if not train_files:
@@ -221,9 +219,9 @@ def evaluate_model(
         elif "target" not in arrays:
             raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
         cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
+        context = context_voxels(cfg, arrays["spacing_mm"])
         for cell in cells:
             inp = cell_input(cell, arrays, truth, float(cfg["noise"]))
-            context = context_voxels(cfg, arrays["spacing_mm"])
             box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], context)
             inner = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"])
             local = tuple(

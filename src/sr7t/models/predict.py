@@ -69,6 +69,16 @@ def test_time_flips(meta: dict) -> int:
     return flips
 
 
+def with_flips(meta: dict, flips: int | None) -> dict:
+    """``meta`` with its test-time flips replaced by ``flips`` (None: as it is); a count other
+    than 1, 2 or 4 raises ``ValueError`` here, before any work."""
+    if flips is None:
+        return meta
+    meta = {**meta, "test_time_flips": int(flips)}
+    test_time_flips(meta)
+    return meta
+
+
 def input_order(meta: dict) -> int:
     """The spline order (1 or 3) that brings an acquired input onto the fine grid for this
     model (``meta["interpolation"]``; bundles from before it was recorded: linear)."""
