@@ -46,6 +46,13 @@ def main(argv=None) -> int:
         default=None,
         help="test-time plane flips for every model (default: each model's own)",
     )
+    ap.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="inference tile (pixels) for every model, 0 for whole planes (default: each "
+        "model's own)",
+    )
     a = ap.parse_args(argv)
 
     eval_cfg = resolved_config(a.config, a.set)["evaluate"]
@@ -80,6 +87,7 @@ def main(argv=None) -> int:
                 truth_root,
                 train_files=split["train"] if name in MAPPED_BASELINES else None,
                 flips=a.flips,
+                tile=a.tile,
             )
         )
     table = pd.concat(tables, ignore_index=True)

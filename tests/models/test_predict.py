@@ -242,3 +242,43 @@ def test_a_flip_count_other_than_1_2_4_is_refused():
     assert test_time_flips({}) == 1  # bundles from before flips: none
     with pytest.raises(ValueError, match="test_time_flips must be 1, 2 or 4, got 3"):
         test_time_flips({"test_time_flips": 3})
+
+
+@pytest.mark.parametrize("axes", [[1], [0, 1]])
+def test_tiles_of_a_pointwise_model_are_the_whole_plane_prediction(axes):
+    """A model pointwise in the condition and the starting noise (:class:`NoiseEcho`), on
+    planes larger than the tile (and one smaller, padded), noise-started: the blended tiles
+    equal the whole-plane prediction, so each tile starts from its crop of the plane's noise."""
+    cond, _, _ = phantom_arrays(1, shape=(30, 9, 23))
+    meta = {**META, "slice_axis": axes, "sampling_start": "noise"}
+    whole = predict_volume(NoiseEcho(1), meta, cond, batch_size=4, progress=False)
+    tiled = predict_volume(
+        NoiseEcho(1), {**meta, "inference_tile": 12}, cond, batch_size=4, progress=False
+    )
+    assert tiled.shape == whole.shape
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_with_tiles_a_voxel_sees_only_its_tiles():
+    """A real UNet (group norms, attention) on tiles: changing the image further than a tile
+    from a corner leaves the corner's prediction as it was; on whole planes it does not."""
+    cond, _, _ = phantom_arrays(2, shape=(40, 6, 40))
+    far = cond.copy()
+    far[:, 28:, :, 28:] += 0.5
+    model = random_denoiser()
+    corner = (slice(0, 8), slice(None), slice(0, 8))
+    for tile, same in ((16, True), (0, False)):
+        meta = {**META, "inference_tile": tile}
+        a = predict_volume(model, meta, cond, progress=False)[corner]
+        b = predict_volume(model, meta, far, progress=False)[corner]
+        assert np.allclose(a, b, atol=1e-6) == same, f"tile {tile}"
+
+
+def test_an_inference_tile_must_be_a_multiple_of_4():
+    from sr7t.models.predict import inference_tile, with_tile
+
+    assert inference_tile({}) is None  # bundles from before tiles: whole planes
+    assert inference_tile(with_tile({"inference_tile": 64}, 0)) is None
+    assert with_tile({"x": 1}, None) == {"x": 1}
+    with pytest.raises(ValueError, match="multiple of 4, got 30"):
+        with_tile({}, 30)

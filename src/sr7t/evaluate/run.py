@@ -164,6 +164,7 @@ def evaluate_model(
     std_pattern: str | None = None,
     train_files: list[str] | None = None,
     flips: int | None = None,
+    tile: int | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -180,8 +181,9 @@ def evaluate_model(
     per-voxel standard deviation (the report's uncertainty panel). ``train_files``: the
     training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
     applies. ``flips``: test-time plane flips instead of the model's own (a choice made on
-    validation subjects). Returns the table (:data:`METRIC_COLUMNS`) also written to
-    ``out_tsv``.
+    validation subjects); ``tile``: the inference tile instead of the model's own (0: whole
+    planes; :func:`sr7t.models.predict.inference_tile`). Returns the table
+    (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
     from sr7t.evaluate.cells import (
         AXIS_NAMES,
@@ -199,10 +201,10 @@ def evaluate_model(
 
         if not model_file:
             raise ValueError(f"model {model_name} needs --model-file")
-        from sr7t.models.predict import with_flips
+        from sr7t.models.predict import with_flips, with_tile
 
         model, meta = load_bundle(model_file, device=device)
-        meta = with_flips(meta, flips)
+        meta = with_tile(with_flips(meta, flips), tile)
     cmap = None
     if model_name in MAPPED_BASELINES:
         if not train_files:

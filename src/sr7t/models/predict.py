@@ -79,6 +79,36 @@ def with_flips(meta: dict, flips: int | None) -> dict:
     return meta
 
 
+# Overlap of neighbouring tiles (a fraction of the tile) and their blending: MONAI's
+# sliding-window inference with a Gaussian weight, so a voxel's value comes mostly from the
+# tiles it lies deep inside.
+TILE_OVERLAP = 0.5
+TILE_BLEND = "gaussian"
+
+
+def inference_tile(meta: dict) -> int | None:
+    """The square tile (pixels) each plane is cut into at inference, or None for whole planes:
+    ``meta["inference_tile"]``; bundles from before it was recorded: None. The network's group
+    norms (and the teacher's attention) pool over whatever they are given, so a plane run
+    whole is an input of another size than the training patches; tiles of the training
+    patch size give it what it was trained on."""
+    tile = meta.get("inference_tile")
+    return None if tile in (None, 0) else int(tile)
+
+
+def with_tile(meta: dict, tile: int | None) -> dict:
+    """``meta`` with its inference tile replaced by ``tile`` (None: as it is; 0: whole
+    planes). A tile that is not a positive multiple of 4 raises ``ValueError`` here."""
+    if tile is None:
+        return meta
+    tile = int(tile)
+    if tile < 0 or tile % 4:
+        raise ValueError(
+            f"an inference tile must be 0 (whole planes) or a multiple of 4, got {tile}"
+        )
+    return {**meta, "inference_tile": tile}
+
+
 def input_order(meta: dict) -> int:
     """The spline order (1 or 3) that brings an acquired input onto the fine grid for this
     model (``meta["interpolation"]``; bundles from before it was recorded: linear)."""
@@ -179,6 +209,9 @@ def predict_volume(
     mult = model.size_multiple
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     flips = test_time_flips(meta)
+    tile = inference_tile(meta)
+    if tile is not None and tile % mult:
+        raise ValueError(f"inference tile {tile} is not a multiple of the UNet's {mult}")
 
     out = np.zeros(t1.shape, dtype=np.float64)
     axes = [int(a) for a in meta["slice_axis"]]
@@ -209,7 +242,7 @@ def predict_volume(
                 planes = np.concatenate([planes, geo], axis=1)
             try:
                 x0 = _sample_padded(
-                    model, torch.from_numpy(planes), steps, noise_all[idx], device, flips
+                    model, torch.from_numpy(planes), steps, noise_all[idx], device, flips, tile
                 )
             except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
                 batch_size = _smaller_batch(exc, len(idx), (h, w), device)
@@ -256,19 +289,58 @@ def to_output_contrast(meta: dict, pred: np.ndarray) -> np.ndarray:
 
 
 def _sample_padded(
-    model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device, flips: int = 1
+    model: Denoiser,
+    cond: torch.Tensor,
+    steps: int,
+    noise: torch.Tensor,
+    device,
+    flips: int = 1,
+    tile: int | None = None,
 ):
     """DDIM on planes ``cond`` (N, C, H, W) zero-padded to the UNet's size multiple (``noise``
     is already padded); returns the scaled residual (N, H, W) as float32 numpy: the mean over
-    the first ``flips`` of :data:`FLIPS` (each flipped back)."""
+    the first ``flips`` of :data:`FLIPS` (each flipped back). With ``tile``, each (flipped)
+    plane is cut into overlapping ``tile`` x ``tile`` windows (zero-padded where the plane is
+    smaller), each window sampled with its crop of the plane's noise, and the windows blended
+    (:func:`_sample_tiled`)."""
     h, w = cond.shape[-2:]
     mult = model.size_multiple
     total = 0.0
     for dims in FLIPS[:flips]:  # the first, (), leaves the planes as they are
+        if tile is not None:
+            x0 = _sample_tiled(model, cond.flip(dims), steps, noise.flip(dims), device, tile)
+            total = total + x0.flip(dims)
+            continue
         c = F.pad(cond.flip(dims), (0, (-w) % mult, 0, (-h) % mult)).to(device)
         x0 = ddim_sample(model, c, steps, noise=noise.flip(dims))
         total = total + x0[:, 0, :h, :w].float().flip(dims)
     return (total / flips).cpu().numpy()
+
+
+def _sample_tiled(
+    model: Denoiser, cond: torch.Tensor, steps: int, noise: torch.Tensor, device, tile: int
+) -> torch.Tensor:
+    """DDIM over ``tile`` x ``tile`` windows of the planes ``cond`` (N, C, H, W), blended by
+    MONAI's sliding-window inference (:data:`TILE_OVERLAP`, :data:`TILE_BLEND`); ``noise``
+    (N, 1, >= H, >= W) is cropped to the planes and travels with them as channel 0, so every
+    window starts from its own crop of it. Returns (N, H, W) float32."""
+    from monai.inferers import sliding_window_inference
+
+    h, w = cond.shape[-2:]
+    joined = torch.cat([noise[:, :, :h, :w].to(cond.dtype), cond], dim=1).to(device)
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(model, x[:, 1:], steps, noise=x[:, :1])
+
+    x0 = sliding_window_inference(
+        joined,
+        roi_size=(tile, tile),
+        sw_batch_size=max(1, joined.shape[0]),
+        predictor=window,
+        overlap=TILE_OVERLAP,
+        mode=TILE_BLEND,
+    )
+    return x0[:, 0].float()
 
 
 @torch.no_grad()
@@ -304,6 +376,7 @@ def predict_plane(
         noise,
         device,
         test_time_flips(meta),
+        inference_tile(meta),
     )
     plane = np.take(t1, index, axis=axis) + residual[0] * float(meta["residual_scale"])
     return to_output_contrast(meta, plane)
