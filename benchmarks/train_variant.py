@@ -1,6 +1,7 @@
 """Train one model variant on a cohort's training subjects, outside the workflow, for a choice
 made on the validation subjects (score it with benchmarks/validate.py --model-file). With
-``--kind chain`` the teacher and every distillation stage; ``model.pt`` is the final model.
+``--kind chain`` the teacher and every distillation stage (``--teacher PATH``: distil that
+teacher instead of training one); ``model.pt`` is the final model.
 
     .venv/bin/python benchmarks/train_variant.py --name reg_mild --kind regression \
         --set data.synth.gamma=[0.8,1.25] --set distill.steps_per_stage=[900,0]
@@ -33,6 +34,12 @@ def main(argv=None) -> int:
     )
     cohort_args(ap)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--teacher",
+        default=None,
+        help="with --kind chain: distil this teacher bundle (e.g. the workflow's "
+        "results/demo/models/teacher/model.pt) instead of training one",
+    )
     a = ap.parse_args(argv)
 
     import torch
@@ -48,10 +55,14 @@ def main(argv=None) -> int:
         tracker.log_params({"kind": a.kind, "overrides": " ".join(a.set)})
         args = (files["train"], files["val"], copy.deepcopy(cfg))
         log = tracker.log_metrics
+        if a.teacher and a.kind != "chain":
+            ap.error("--teacher goes with --kind chain")
         if a.kind == "regression":
             from sr7t.train.regression import train_regression
 
             summary = train_regression(*args, out / "model.pt", out / "checkpoints", log)
+        elif a.teacher:
+            teacher = Path(a.teacher)
         else:
             from sr7t.train.teacher import train_teacher
 

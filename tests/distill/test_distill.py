@@ -46,6 +46,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
             "attention_levels": [[False, False], [False, True]],
             "data_weight": [0.0, 0.5],
             "test_time_flips": [1, 4],
+            "on_path": [False, True],
         }
     )
     s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
@@ -63,6 +64,9 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta2["architecture"]["attention_levels"] == [False, True]
     # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry
     assert meta1["data_weight"] == 1.0 and meta2["data_weight"] == 0.5
+    # stage 2 trained on its own sampler's inputs (the default, stage 1, on noised 7T)
+    assert meta1["on_path"] is False and meta2["on_path"] is True
+    assert torch.isfinite(torch.tensor(s2["final_loss"]))
     # test-time flips are each stage's own plan (the teacher's and stage 1's: the default)
     assert (tm["test_time_flips"], meta1["test_time_flips"], meta2["test_time_flips"]) == (1, 1, 4)
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
@@ -117,3 +121,32 @@ def test_per_stage_values():
     assert per_stage([[8, 16]], 3, nested=True) == [8, 16]
     with pytest.raises(ValueError):
         per_stage([0.1, 0.2], 3, nested=False)
+
+
+class Planner(torch.nn.Module):
+    """A student (``(v, features)`` as :class:`StudentWithAdapters`) whose x0 is always
+    ``0.5 * cond[:, :1]``, whatever its input."""
+
+    def forward(self, x_t, cond, t):
+        x0 = 0.5 * cond[:, :1]
+        a, s = (w.view(-1, 1, 1, 1) for w in alpha_sigma(t))
+        return (a * x_t - x0) / s, []
+
+
+@pytest.mark.parametrize("start", ["zero", "noise"])
+def test_on_path_inputs_are_where_the_students_sampler_stands(start):
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from sr7t.distill.stage import DistillTrainer
+
+    trainer = SimpleNamespace(sampling_start=start, autocast=nullcontext)
+    cond = torch.randn(6, 3, 8, 8)
+    noise = torch.randn(6, 1, 8, 8)
+    i = torch.tensor([4, 3, 2, 1, 4, 1])
+    x = DistillTrainer.path_inputs(trainer, Planner(), cond, noise, i, 4)
+    x0 = 0.5 * cond[:, :1]
+    a, s = (w.view(-1, 1, 1, 1) for w in alpha_sigma(i.float() / 4))
+    # from noise DDIM keeps the noise it started with: alpha_t x0 + sigma_t noise
+    expected = a * x0 if start == "zero" else a * x0 + s * noise
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)

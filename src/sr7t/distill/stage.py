@@ -13,6 +13,14 @@ normalised MSE between the parent's middle/decoder feature maps (hooked during i
 pass at ``(x_t, t)``) and the student's, mapped to the parent's widths by 1x1 convolutions.
 ``data_weight`` adds the ordinary diffusion loss against the real 7T at the same ``x_t``
 (knowledge distillation with the hard labels kept; 0 is pure progressive distillation).
+
+``on_path`` (per stage) trains the student on the inputs its own sampler gives it: at
+``t = k / N`` its ``x_t`` is where its deterministic DDIM, started as the plan says (zeros for
+``sampling_start: zero``, else the example's noise), stands after ``N - k`` of its own steps
+(no gradient through them), instead of the 7T noised to ``t``. A student sampled from zeros
+otherwise never sees at training the noise-free inputs its first and later steps get. The
+data loss then asks for the ``v`` whose ``x0`` is the real 7T at that ``x_t``,
+``(alpha_t x_t - x0) / sigma_t``, which is the ordinary ``v`` target on noised inputs.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ from sr7t.models.diffusion import (
     capture_features,
     ddim_step,
     q_sample,
-    v_target,
 )
 from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
@@ -122,6 +129,7 @@ class DistillTrainer(DiffusionTrainer):
         self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], self.stage, False))
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
+        self.on_path = bool(per_stage(self.cfg["on_path"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
 
     @property
@@ -151,6 +159,21 @@ class DistillTrainer(DiffusionTrainer):
     def denoiser(self, trainable: nn.Module) -> Denoiser:
         return trainable.student
 
+    @torch.no_grad()
+    def path_inputs(self, module: nn.Module, cond, noise, i: torch.Tensor, n: int):
+        """Where the student's own deterministic DDIM stands at ``t = i / n`` (per example),
+        started at ``t = 1`` from zeros (``sampling_start: zero``) or from ``noise``."""
+        x = torch.zeros_like(noise) if self.sampling_start == "zero" else noise.clone()
+
+        def student(x_t, c, t):
+            return module(x_t, c, t)[0]
+
+        for k in range(n, int(i.min()), -1):  # the step k/n -> (k-1)/n, for i < k
+            with self.autocast():
+                stepped = ddim_step(student, x, cond, k / n, (k - 1) / n)
+            x = torch.where((i < k).view(-1, 1, 1, 1), stepped.to(x.dtype), x)
+        return x
+
     def loss(self, module: nn.Module, batch: dict, gen: BatchShard):
         x0, cond = self.x0_cond(batch)
         b = x0.shape[0]
@@ -158,7 +181,10 @@ class DistillTrainer(DiffusionTrainer):
         i = gen.randint(1, n + 1, b).to(self.device)
         noise = gen.randn(x0.shape).to(self.device)
         t = i.float() / n
-        x_t = q_sample(x0, t, noise)
+        if self.on_path:
+            x_t = self.path_inputs(module, cond, noise, i, n)
+        else:
+            x_t = q_sample(x0, t, noise)
         with self.autocast():
             v_goal, _, parent_feats = two_step_target(self.parent, x_t, cond, t, n)
         with self.autocast():
@@ -174,7 +200,8 @@ class DistillTrainer(DiffusionTrainer):
         # Hinton-style knowledge distillation keeps the hard labels too: the ordinary diffusion
         # loss against the real 7T at the same x_t (its optimum is the posterior mean, which is
         # what a few-step sampler's first step should predict).
-        loss_data = torch.mean((v.float() - v_target(x0, t, noise)) ** 2)
+        a_t, s_t = (w.view(-1, 1, 1, 1) for w in alpha_sigma(t))
+        loss_data = torch.mean((v.float() - (a_t * x_t.float() - x0) / s_t) ** 2)
         loss = loss_v + self.feature_weight * loss_f + self.data_weight * loss_data
         parts = {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
         return loss, parts | {"loss_data": loss_data.detach()}
@@ -188,6 +215,7 @@ class DistillTrainer(DiffusionTrainer):
             parent_param_count=pm.get("param_count"),
             feature_weight=self.feature_weight,
             data_weight=self.data_weight,
+            on_path=self.on_path,
             native_slice_mm_seen=[
                 min(meta["native_slice_mm_seen"][0], pm["native_slice_mm_seen"][0]),
                 max(meta["native_slice_mm_seen"][1], pm["native_slice_mm_seen"][1]),
