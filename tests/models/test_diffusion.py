@@ -107,3 +107,13 @@ def test_bundle_round_trip_weights_only(tmp_path):
     torch.testing.assert_close(loaded(x, c, t), model.eval()(x, c, t))
     with pytest.raises(TypeError, match="plain Python"):
         save_bundle(tmp_path / "bad.pt", model, {"obj": object()})
+
+
+def test_v_from_x0_is_the_v_target_on_noised_inputs():
+    from sr7t.models.diffusion import v_from_x0
+
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(4, 1, 6, 6, generator=g), torch.randn(4, 1, 6, 6, generator=g)
+    t = torch.tensor([0.1, 0.4, 0.75, 1.0])
+    x_t = q_sample(x0, t, eps)
+    torch.testing.assert_close(v_from_x0(x_t, t, x0), v_target(x0, t, eps), atol=1e-5, rtol=0)

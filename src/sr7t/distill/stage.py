@@ -40,6 +40,7 @@ from sr7t.models.diffusion import (
     capture_features,
     ddim_step,
     q_sample,
+    v_from_x0,
 )
 from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
@@ -93,7 +94,7 @@ def two_step_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int):
     a_e, s_e = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t_end))
     ratio = s_e / s_t
     x0_target = (x_end - ratio * x_t) / (a_e - ratio * a_t)
-    v_goal = (a_t * x_t - x0_target) / s_t
+    v_goal = v_from_x0(x_t, t, x0_target)
     return v_goal, x0_target, [f.float() for f in feats]
 
 
@@ -200,8 +201,7 @@ class DistillTrainer(DiffusionTrainer):
         # Hinton-style knowledge distillation keeps the hard labels too: the ordinary diffusion
         # loss against the real 7T at the same x_t (its optimum is the posterior mean, which is
         # what a few-step sampler's first step should predict).
-        a_t, s_t = (w.view(-1, 1, 1, 1) for w in alpha_sigma(t))
-        loss_data = torch.mean((v.float() - (a_t * x_t.float() - x0) / s_t) ** 2)
+        loss_data = torch.mean((v.float() - v_from_x0(x_t.float(), t, x0)) ** 2)
         loss = loss_v + self.feature_weight * loss_f + self.data_weight * loss_data
         parts = {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
         return loss, parts | {"loss_data": loss_data.detach()}

@@ -47,6 +47,13 @@ def v_target(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Te
     return _bcast(a, x0) * noise - _bcast(s, x0) * x0
 
 
+def v_from_x0(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The ``v`` whose ``x0`` is ``x0`` at ``x_t``: ``(alpha_t x_t - x0) / sigma_t`` (t > 0);
+    on ``x_t = q_sample(x0, t, eps)`` it is :func:`v_target`."""
+    a, s = alpha_sigma(t)
+    return (_bcast(a, x_t) * x_t - x0) / _bcast(s, x_t)
+
+
 def x0_eps_from_v(
     x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
