@@ -106,6 +106,7 @@ class JobRecorder:
                 "tres_per_job": _field(line, "TresPerJob"),
                 "tres_per_node": _field(line, "TresPerNode"),
                 "exit_code": _field(line, "ExitCode"),
+                "num_cpus": _field(line, "NumCPUs"),
             }
 
     def _loop(self) -> None:
@@ -274,6 +275,18 @@ def test_gpu_rules_ask_slurm_for_a_gpu_and_cpu_rules_do_not(slurm_run):
             assert "gres:gpu:1" in asks, (job_id, j)
         else:
             assert "gpu" not in asks, (job_id, j)
+
+
+def test_torch_and_n4_jobs_ask_slurm_for_two_cpus(slurm_up, slurm_run):
+    # profiles/slurm's set-threads: the workflow's own choice (one thread below 4 local
+    # cores) must not shrink cluster jobs, whose local --cores says nothing of the nodes
+    if slurm_up["cpus"] < 2:
+        pytest.skip("the SLURM node has one CPU")
+    jobs = {k: v for _, js in slurm_run["runs"] for k, v in js.items()}
+    cpus = {(j["rule"], j["num_cpus"]) for j in jobs.values()}
+    for rule in ("n4", "teacher", "distill_stage"):
+        assert {c for r, c in cpus if r == rule} == {"2"}, (rule, cpus)
+    assert {c for r, c in cpus if r == "register"} == {"1"}, cpus
 
 
 def test_every_completed_slurm_job_logged_one_finished_mlflow_child_run(slurm_run):

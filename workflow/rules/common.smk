@@ -4,6 +4,8 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from sr7t import paths as P
 from sr7t.cohort.ingest import preflight
 from sr7t.cohort.samples import load_cohort, usable_after
@@ -37,6 +39,16 @@ LEARNED_MODELS = ["teacher"] + [f"student_stage{k}" for k in range(1, N_STAGES +
 LEARNED_MODELS += ["regression"] if config["evaluate"]["regression_baseline"] else []
 EVAL_MODELS = config["evaluate"]["baselines"] + LEARNED_MODELS
 GPU = 1 if config["use_gpu"] else 0
+# Threads of a torch job (training, evaluation, inference) and of N4. On a machine with fewer
+# than 4 cores one each, so that two jobs run side by side: a second thread speeds the
+# teacher's training up only 1.16x and a distillation stage's 1.36x (README § Benchmarks),
+# and the teacher and the regression baseline, or a stage and the previous model's
+# evaluation, are independent. Two otherwise; profiles/slurm sets two (set-threads: a
+# cluster executor's local --cores says nothing of its nodes).
+try:
+    JOB_THREADS = 1 if workflow.cores < 4 else 2
+except WorkflowError:  # no --cores (a cluster executor's jobs)
+    JOB_THREADS = 2
 ENV = "../../envs/sr7t.yaml"
 STAGE = "../scripts/stage.py"
 

@@ -17,7 +17,7 @@ rule evaluate_model:
         ),
         run=out("eval_run"),
     params: cfg=cfg("evaluate_model")
-    threads: 2
+    threads: JOB_THREADS
     resources: gpu=GPU
     log: log("evaluate_model", "{model}")
     conda: ENV

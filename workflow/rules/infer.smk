@@ -27,7 +27,7 @@ rule infer_n4:
         mask=out("infer_n4_mask"),
         qc=out("infer_n4_qc"),
     params: cfg=infer_brain_mask
-    threads: 2
+    threads: JOB_THREADS
     log: log("infer_n4", "{subject}")
     conda: ENV
     script: STAGE
@@ -55,7 +55,7 @@ rule infer:
         sidecar=out("derivative_sidecar"),
         figure=out("derivative_figure"),
     params: cfg=infer_params
-    threads: 2
+    threads: JOB_THREADS
     resources: gpu=GPU
     log: log("infer", "{bids_dir}/{bids_prefix}_res-{res}")
     conda: ENV

@@ -18,7 +18,7 @@ rule teacher:
     params:
         cfg=cfg("teacher"),
         checkpoints=out("model_checkpoints", model="teacher"),
-    threads: 2
+    threads: JOB_THREADS
     resources: gpu=GPU
     log: log("teacher")
     conda: ENV
@@ -38,7 +38,7 @@ rule distill_stage:
     params:
         cfg=cfg("distill_stage"),
         checkpoints=out("model_checkpoints", model="student_stage{k}"),
-    threads: 2
+    threads: JOB_THREADS
     resources: gpu=GPU
     log: log("distill_stage", "stage{k}")
     conda: ENV
@@ -57,7 +57,7 @@ rule regression:
     params:
         cfg=cfg("regression"),
         checkpoints=out("model_checkpoints", model="regression"),
-    threads: 2
+    threads: JOB_THREADS
     resources: gpu=GPU
     log: log("regression")
     conda: ENV

@@ -30,7 +30,7 @@ rule n4:
         mask=out("n4_mask"),
         qc=out("n4_qc"),
     params: cfg=cfg("n4")
-    threads: 2
+    threads: JOB_THREADS
     log: log("n4", "{subject}_{field}")
     conda: ENV
     script: STAGE
