@@ -6,7 +6,12 @@
 # writes its metrics history (the report's training curves) and where its MLflow run lives.
 
 
+# The teacher and its students are the workflow's longest chain: when a core frees, they go
+# before the evaluations and the regression baseline that could wait (priority).
+
+
 rule teacher:
+    priority: 10
     input:
         train=per_subject("dataset_subject", "train"),
         val=per_subject("dataset_subject", "val"),
@@ -26,6 +31,7 @@ rule teacher:
 
 
 rule distill_stage:
+    priority: 10
     input:
         parent=parent_model,
         train=per_subject("dataset_subject", "train"),
