@@ -177,3 +177,49 @@ def test_ddp_two_cpu_processes_gloo(files, tmp_path):
     assert ck["step"] == 3
     model, meta = load_bundle(tmp_path / "m.pt", "cpu")
     assert meta["kind"] == "teacher"
+
+
+class _Recorder(torch.nn.Module):
+    """v = 0 everywhere; keeps the inputs it was given."""
+
+    def forward(self, x_t, cond, t):
+        self.x_t, self.t = x_t, t
+        return torch.zeros_like(x_t)
+
+
+def _teacher_loss(fraction: float, b: int = 64):
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from sr7t.train.loop import BatchShard, DiffusionTrainer
+
+    x0 = torch.randn(b, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    trainer = SimpleNamespace(
+        x0_cond=lambda batch: (x0, torch.zeros(b, 2, 4, 4)),
+        device=torch.device("cpu"),
+        cfg={"zero_start_fraction": fraction},
+        autocast=nullcontext,
+    )
+    rec = _Recorder()
+    loss, _ = DiffusionTrainer.loss(trainer, rec, {}, BatchShard(0, 3))
+    return x0, rec, loss
+
+
+def test_zero_start_fraction_gives_the_samplers_first_input_from_zeros():
+    from sr7t.models.diffusion import q_sample
+
+    x0, plain, _ = _teacher_loss(0.0)
+    assert (plain.t < 1).all() and plain.x_t.abs().amax(dim=(1, 2, 3)).min() > 0
+    # every example at the first step from zeros: t = 1, x_t = 0, target v = -x0
+    x0, every, loss = _teacher_loss(1.0)
+    assert (every.t == 1).all() and (every.x_t == 0).all()
+    torch.testing.assert_close(loss, torch.mean(x0**2))
+    # a share of them; the others keep the draws of plain training exactly
+    x0, some, _ = _teacher_loss(0.5)
+    first = some.t == 1
+    assert 10 < int(first.sum()) < 54
+    assert (some.x_t[first] == 0).all()
+    torch.testing.assert_close(some.t[~first], plain.t[~first])
+    torch.testing.assert_close(some.x_t[~first], plain.x_t[~first])
+    noise_free = q_sample(x0, plain.t, torch.zeros_like(x0))
+    assert not torch.allclose(some.x_t[~first], noise_free[~first])

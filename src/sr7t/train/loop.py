@@ -407,6 +407,13 @@ class DiffusionTrainer:
         t = gen.rand(b).to(self.device)
         noise = gen.randn(x0.shape).to(self.device)
         x_t = q_sample(x0, t, noise)
+        zero_start = float(self.cfg.get("zero_start_fraction", 0.0))
+        if zero_start > 0:
+            # the sampler's first step from zeros: t = 1 with x_t = 0 instead of pure noise
+            # (the target v = -x0 is the same; drawn last, so the other draws do not move)
+            first = (gen.rand(b) < zero_start).to(self.device)
+            t = torch.where(first, torch.ones_like(t), t)
+            x_t = torch.where(first[:, None, None, None], torch.zeros_like(x_t), x_t)
         with self.autocast():
             v = module(x_t, cond, t)
         loss = torch.mean((v.float() - v_target(x0, t, noise)) ** 2)
