@@ -407,7 +407,7 @@ class DiffusionTrainer:
         t = gen.rand(b).to(self.device)
         noise = gen.randn(x0.shape).to(self.device)
         x_t = q_sample(x0, t, noise)
-        zero_start = float(self.cfg.get("zero_start_fraction", 0.0))
+        zero_start = float(self.cfg["zero_start_fraction"])  # teacher (the others override)
         if zero_start > 0:
             # the sampler's first step from zeros: t = 1 with x_t = 0 instead of pure noise
             # (the target v = -x0 is the same; drawn last, so the other draws do not move)
