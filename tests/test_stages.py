@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -171,3 +173,15 @@ def test_model_stages_hand_the_whole_config_to_the_trainer(untracked):
         "norm_num_groups",
         "use_guidance",
     }
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_threads_are_set_without_importing_torch(n):
+    code = (
+        "import sys; from sr7t.stages import set_threads; "
+        f"set_threads({n}); assert 'torch' not in sys.modules; "
+        "import torch; print(torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == str(n)

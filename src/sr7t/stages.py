@@ -227,12 +227,15 @@ def _str(value):
 
 
 def set_threads(n: int | None) -> None:
+    """``n`` threads for ITK and torch: through their environment variables, read when they
+    load, so a job that never uses torch does not pay its import (~2 s); torch as well if it
+    is already loaded."""
     if not n:
         return
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
-    import torch
-
-    torch.set_num_threads(n)
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 @contextmanager

@@ -46,7 +46,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
             "attention_levels": [[False, False], [False, True]],
             "data_weight": [0.0, 0.5],
             "test_time_flips": [1, 4],
-            "on_path": [False, True],
+            "on_path": [True, False],
         }
     )
     s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
@@ -64,8 +64,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta2["architecture"]["attention_levels"] == [False, True]
     # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry
     assert meta1["data_weight"] == 1.0 and meta2["data_weight"] == 0.5
-    # stage 2 trained on its own sampler's inputs (the default, stage 1, on noised 7T)
-    assert meta1["on_path"] is False and meta2["on_path"] is True
+    # stage 1 trained on its own sampler's inputs (the default), stage 2 on noised 7T
+    assert meta1["on_path"] is True and meta2["on_path"] is False
     assert torch.isfinite(torch.tensor(s2["final_loss"]))
     # test-time flips are each stage's own plan (the teacher's and stage 1's: the default)
     assert (tm["test_time_flips"], meta1["test_time_flips"], meta2["test_time_flips"]) == (1, 1, 4)

@@ -117,3 +117,21 @@ def test_v_from_x0_is_the_v_target_on_noised_inputs():
     t = torch.tensor([0.1, 0.4, 0.75, 1.0])
     x_t = q_sample(x0, t, eps)
     torch.testing.assert_close(v_from_x0(x_t, t, x0), v_target(x0, t, eps), atol=1e-5, rtol=0)
+
+
+def test_fused_attention_gives_the_einsum_path_output():
+    torch.manual_seed(0)
+    model = Denoiser(2, ARCH).eval()
+    with torch.no_grad():  # MONAI zero-initialises the output layer: give every weight a value
+        for w in model.parameters():
+            w.copy_(torch.randn_like(w) * 0.1)
+    blocks = [m for m in model.modules() if hasattr(m, "use_flash_attention")]
+    assert blocks and all(m.use_flash_attention for m in blocks)
+    x, cond, t = torch.randn(2, 1, 16, 16), torch.randn(2, 2, 16, 16), torch.rand(2)
+    with torch.no_grad():
+        fused = model(x, cond, t)
+        for m in blocks:
+            m.use_flash_attention = False
+        plain = model(x, cond, t)
+    assert fused.abs().max() > 0.01
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)

@@ -8,6 +8,7 @@ ingest jobs and the manifest for real (seconds)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -126,3 +127,20 @@ def test_a_cohort_whose_only_test_subject_is_bad_stops_at_start(tmp_path):
     assert proc.returncode != 0
     said = proc.stdout + proc.stderr
     assert f"cohort {COHORT}: no test subject has usable input (subject d: 7T scan" in said
+
+
+def test_the_teachers_subjects_are_preprocessed_first(tmp_path):
+    # a and e train, d is the test subject: its preprocessing may wait for the teacher's
+    work = _sheet_cohort(tmp_path)
+    proc = _snakemake(work, "-n")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    priority: dict[tuple[str, str], int] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        who = re.search(r"wildcards: .*subject=([^,\s]+)", block)
+        if rule and who and rule.group(1) in SEVEN_T_RULES | {"ingest"}:
+            level = re.search(r"priority: (\d+)", block)
+            priority[rule.group(1), who.group(1)] = int(level.group(1)) if level else 0
+    for rule in SEVEN_T_RULES | {"ingest"}:
+        assert priority[rule, "a"] == priority[rule, "e"] == 5, rule
+        assert priority[rule, "d"] == 0, rule

@@ -20,6 +20,7 @@ rule demo_cohort:
 
 
 rule ingest:
+    priority: teacher_subjects_first
     input:
         unpack(raw_inputs(*RAW_KEYS)),
     output:

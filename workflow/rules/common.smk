@@ -122,6 +122,13 @@ def subject_record(wildcards):
     return COHORTS[wildcards.cohort].subjects[wildcards.subject]
 
 
+def teacher_subjects_first(wildcards):
+    """Priority of a subject's preprocessing: the training and validation subjects' go first,
+    so the teacher (the longest chain's head) starts before the test subjects are ready;
+    theirs runs beside it."""
+    return 5 if subject_record(wildcards).split in ("train", "val") else 0
+
+
 def per_subject(name, split=None, **fields):
     """Input function: ``name`` for every subject (of ``split``) of the job's cohort."""
 

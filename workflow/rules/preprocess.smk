@@ -6,6 +6,7 @@
 
 
 rule gradunwarp:
+    priority: teacher_subjects_first
     input:
         unpack(raw_inputs("coef_1p5T", "coef_7T")),
         scan_7T=out("ingest_scan", field="7T"),
@@ -22,6 +23,7 @@ rule gradunwarp:
 
 
 rule n4:
+    priority: teacher_subjects_first
     input:
         scan=n4_input,
     output:
@@ -37,6 +39,7 @@ rule n4:
 
 
 rule register:
+    priority: teacher_subjects_first
     input:
         moving=out("n4_corrected", field="1p5T"),
         fixed=out("n4_corrected", field="7T"),
@@ -79,6 +82,7 @@ rule preprocess_qc:
 
 
 rule dataset:
+    priority: teacher_subjects_first
     input:
         reg_1p5T=out("reg_1p5T"),
         reg_bias=out("reg_bias"),

@@ -14,7 +14,9 @@ def macs_per_evaluation(model: Denoiser, plane_shape: tuple[int, int]) -> int:
 
     ``plane_shape`` (H, W) is padded up to the UNet's size multiple as inference does. Counted
     by PyTorch's ``FlopCounterMode`` on a CPU copy (convolutions, matmuls, attention; element-
-    wise operations and normalisation are not counted), MACs = FLOPs / 2.
+    wise operations and normalisation are not counted), MACs = FLOPs / 2. Attention is counted
+    through MONAI's einsum path (the same arithmetic): the counter does not see torch's fused
+    CPU attention kernel.
     """
     mult = model.size_multiple
     h, w = (int(s) + (-int(s)) % mult for s in plane_shape)
@@ -25,9 +27,16 @@ def macs_per_evaluation(model: Denoiser, plane_shape: tuple[int, int]) -> int:
     t = torch.full((1,), 0.5, device=device)
     was_training = model.training
     model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(x, cond, t)
-    model.train(was_training)
+    fused = [m for m in model.modules() if getattr(m, "use_flash_attention", False)]
+    for m in fused:
+        m.use_flash_attention = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x, cond, t)
+    finally:
+        for m in fused:
+            m.use_flash_attention = True
+        model.train(was_training)
     return int(counter.get_total_flops()) // 2
 
 
