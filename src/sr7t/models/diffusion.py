@@ -90,8 +90,9 @@ class Denoiser(nn.Module):
             attention_levels=self.arch["attention_levels"],
             num_res_blocks=self.arch["num_res_blocks"],
             norm_num_groups=self.arch["norm_num_groups"],
-            # torch's fused attention: the same outputs (to 5e-7 on the demo teacher) at 1.9x
-            # the speed of MONAI's einsum + softmax on one CPU thread (benchmarks/attention.py)
+            # torch's fused attention: the same outputs (to 5e-7 on the demo teacher) at 1.6-2.3x
+            # the inference speed of MONAI's einsum + softmax on CPU; training steps about as
+            # fast (benchmarks/attention.py)
             use_flash_attention=True,
         )
 
