@@ -21,12 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill import load_config  # noqa: E402
 
 
-def _set_fused(model, fused: bool) -> None:
-    for mod in model.modules():
-        if hasattr(mod, "use_flash_attention"):
-            mod.use_flash_attention = fused
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
@@ -38,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from sr7t.models.diffusion import Denoiser, ddim_step
+    from sr7t.models.diffusion import Denoiser, ddim_step, einsum_attention
 
     torch.set_num_threads(a.threads)
     cfg = load_config(a.configfile)
@@ -75,10 +69,11 @@ def main() -> None:
         return (time.perf_counter() - start) / a.repeats * 1000
 
     rows, outs = {}, {}
-    for fused in (False, True):
-        _set_fused(model, fused)
-        outs[fused] = infer()
-        rows[fused] = (clock(infer), clock(train))
+    with einsum_attention(model):
+        outs[False] = infer()
+        rows[False] = (clock(infer), clock(train))
+    outs[True] = infer()
+    rows[True] = (clock(infer), clock(train))
     diff = float((outs[True] - outs[False]).abs().max())
     print(f"teacher {t['channels']} attention {t['attention_levels']}, {a.threads} thread(s)")
     print(f"{'':10s} {'einsum ms':>10s} {'fused ms':>9s} {'ratio':>6s}")

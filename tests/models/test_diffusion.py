@@ -11,6 +11,7 @@ from sr7t.models.diffusion import (
     capture_features,
     ddim_sample,
     ddim_step,
+    einsum_attention,
     q_sample,
     v_target,
     x0_eps_from_v,
@@ -130,8 +131,9 @@ def test_fused_attention_gives_the_einsum_path_output():
     x, cond, t = torch.randn(2, 1, 16, 16), torch.randn(2, 2, 16, 16), torch.rand(2)
     with torch.no_grad():
         fused = model(x, cond, t)
-        for m in blocks:
-            m.use_flash_attention = False
-        plain = model(x, cond, t)
+        with einsum_attention(model):
+            assert not any(m.use_flash_attention for m in blocks)
+            plain = model(x, cond, t)
+    assert all(m.use_flash_attention for m in blocks)
     assert fused.abs().max() > 0.01
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr7t.models.diffusion import Denoiser
+from sr7t.models.diffusion import Denoiser, einsum_attention
 
 
 @torch.no_grad()
@@ -27,16 +27,9 @@ def macs_per_evaluation(model: Denoiser, plane_shape: tuple[int, int]) -> int:
     t = torch.full((1,), 0.5, device=device)
     was_training = model.training
     model.eval()
-    fused = [m for m in model.modules() if getattr(m, "use_flash_attention", False)]
-    for m in fused:
-        m.use_flash_attention = False
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(x, cond, t)
-    finally:
-        for m in fused:
-            m.use_flash_attention = True
-        model.train(was_training)
+    with einsum_attention(model), FlopCounterMode(display=False) as counter:
+        model(x, cond, t)
+    model.train(was_training)
     return int(counter.get_total_flops()) // 2
 
 

@@ -115,6 +115,21 @@ class Denoiser(nn.Module):
 
 
 @contextmanager
+def einsum_attention(model: nn.Module):
+    """Inside the block, ``model``'s attention runs MONAI's einsum + softmax path instead of
+    torch's fused kernel (the same arithmetic): what torch's FLOP counter can see, and the
+    reference the fused kernel is measured against."""
+    fused = [m for m in model.modules() if getattr(m, "use_flash_attention", False)]
+    for m in fused:
+        m.use_flash_attention = False
+    try:
+        yield
+    finally:
+        for m in fused:
+            m.use_flash_attention = True
+
+
+@contextmanager
 def capture_features(model: Denoiser):
     """Collect the outputs of ``model.feature_layers()`` with forward hooks.
 
