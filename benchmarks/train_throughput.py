@@ -4,10 +4,12 @@ Run after the demo (it reads the cohort's dataset files and teacher):
 
     .venv/bin/python benchmarks/train_throughput.py [--results results --cohort demo]
         [--configfile config/config.yaml ...] [--steps 60] [--device cuda]
+        [--kinds teacher student_stage1] [--num-workers 0 1] [--threads 2]
 
 Trains each for ``--steps`` steps in a scratch folder (nothing of the workflow's is touched)
 with the config's model sizes and batch size, on CUDA when present (bf16 autocast as
-configured) else on CPU, and prints examples/s with the first 10 steps left out as warm-up.
+configured) else on CPU, and prints examples/s with the first 10 steps left out as warm-up;
+once per ``--num-workers`` value (``data.num_workers``: data-loader processes), side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", nargs="+", default=["teacher", "student_stage1"])
+    ap.add_argument("--num-workers", type=int, nargs="+", default=[None])
     a = ap.parse_args()
 
     import torch
@@ -45,7 +49,7 @@ def main() -> None:
     files = split_files(results, a.cohort)
     teacher = paths.path("model", results, cohort=a.cohort, model="teacher")
     quiet = {"val_every": 10**9, "sample_every": 10**9, "checkpoint_every": 10**9}
-    for kind in ("teacher", "student_stage1"):
+    for kind, workers in [(k, w) for k in a.kinds for w in a.num_workers]:
         section = "teacher" if kind == "teacher" else "distill"
         times: dict[int, float] = {}
 
@@ -53,6 +57,8 @@ def main() -> None:
             times[step] = time.perf_counter()
 
         run_cfg = {**cfg, section: {**cfg[section], **quiet, "log_every": 1}}
+        if workers is not None:
+            run_cfg["data"] = {**cfg["data"], "num_workers": workers}
         run_cfg[section]["train_steps" if kind == "teacher" else "steps_per_stage"] = a.steps
         with tempfile.TemporaryDirectory() as tmp:
             out, ck = Path(tmp) / "m.pt", Path(tmp) / "ck"
@@ -66,7 +72,7 @@ def main() -> None:
         print(
             f"{kind}: {timed * batch / seconds:.1f} examples/s "
             f"({seconds / timed:.3f} s/step, batch {batch}, device {s['device']}, "
-            f"{s['param_count']} params)",
+            f"{s['param_count']} params, {run_cfg['data']['num_workers']} loader workers)",
             flush=True,
         )
 
