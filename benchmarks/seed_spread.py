@@ -1,6 +1,7 @@
 """Run-to-run spread: the same config trained with other seeds, each scored once.
 
     .venv/bin/python benchmarks/seed_spread.py --kind chain --seeds 1 2 [--split test]
+        [--threads 1]
 
 Trains ``<kind>_seed<s>`` with ``teacher.seed`` and ``distill.seed`` set to ``s``
 (benchmarks/train_variant.py; the data draws follow the seeds), scores each final model on the
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", choices=sorted(WORKFLOW_MODEL), default="chain")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--split", default="test")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
     cohort_args(ap)
     a = ap.parse_args(argv)
 
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
         if not model.exists():
             sets = [f"teacher.seed={s}", f"distill.seed={s}", *a.set]
             train_variant.main(
-                ["--name", name, "--kind", a.kind, *common, *sum([["--set", x] for x in sets], [])]
+                ["--name", name, "--kind", a.kind, "--threads", str(a.threads), *common]
+                + sum([["--set", x] for x in sets], [])
             )
         folder = out / f"{name}_{a.split}"
         validate.main(
