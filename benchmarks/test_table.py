@@ -45,7 +45,7 @@ def model_row(table: pd.DataFrame, model: str) -> str:
             continue
         g = gain(part, model, "psnr")
         cells.append(f"{mean:.2f} ({g['mean']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}])")
-    ssim = linear = "–"
+    ssim = "–"
     if model != "bspline":
         s = [gain(table[table["input"] == k], model, "ssim")["mean"] for k in ("sim", "pipeline")]
         ssim = f"{s[0]:+.3f} / {s[1]:+.3f}"
@@ -79,7 +79,8 @@ def main() -> None:
     order = baselines + learned
     sim = table[table["input"] == "sim"]
     stages = sorted(
-        (m for m in learned if m.startswith("student_stage")), key=lambda m: int(m[13:])
+        (m for m in learned if m.startswith("student_stage")),
+        key=lambda m: int(m.removeprefix("student_stage")),
     )
     final_model = a.final or (stages[-1] if stages else learned[-1])
     print(f"{path}: {len(table)} rows, subjects {sorted(table['subject'].unique())}\n")
