@@ -173,6 +173,27 @@ def test_input_contrast_target_differs_from_the_input_only_by_the_acquisition(su
     assert np.mean(gaps_same) < 0.2 * np.mean(gaps_other), (gaps_same, gaps_other)
 
 
+def test_datasets_on_the_same_subjects_share_what_they_derive(tmp_path):
+    """The real 1.5T's targets and the spline coefficients are made once per subject and
+    process (the teacher builds two datasets), and the examples do not change for it."""
+    own = [load_subject(f) for f in write_phantom_npz(tmp_path, 2)]
+    cfg = data_config(synth={"real_fraction": 0.5, "target_contrast": "input"})
+    first = RandomisedSliceDataset(own, cfg, seed=5)
+    items = [first[i] for i in range(12)]
+    assert {"real_target", "spline_target"} <= set(own[0].derived) | set(own[1].derived)
+    made = {id(v) for s in own for v in s.derived.values()}
+    second = RandomisedSliceDataset(own, cfg, seed=5)
+    for i, a in enumerate(items):
+        b = second[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert {id(v) for s in own for v in s.derived.values()} == made
+    fresh = RandomisedSliceDataset(
+        [load_subject(f) for f in write_phantom_npz(tmp_path, 2)], cfg, seed=5
+    )
+    assert all(torch.equal(items[3][k], fresh[3][k]) for k in items[3])
+    assert "derived" not in dict(own[0])  # not one of the npz's keys
+
+
 def test_real_input_contrast_target_is_the_7t_mapped_to_the_paired_scan(subjects):
     """For the real 1.5T, the input-contrast target is the 7T on the 1.5T's intensities:
     closer to the 1.5T than the 7T is (what remains is the 1.5T's thick slices and noise), and

@@ -82,12 +82,10 @@ class RandomisedSliceDataset(Dataset):
                 )
         self.input_contrast = self.synth["target_contrast"] == "input"
         self.order = INTERPOLATION_ORDER[data_cfg["interpolation"]]
-        # the real 1.5T's targets in its own contrast, made once per subject when drawn
-        self._real_targets: dict[int, np.ndarray] = {}
         # resampling the anatomy: linear (blurs what lies off the grid) or cubic B-spline
-        # from coefficients made once per subject and volume
+        # from coefficients made once per subject and volume (Subject.derived, shared with
+        # every other dataset on the same subjects, like the real 1.5T's targets)
         self.resample_order = int(self.synth.get("resample_order", 1))
-        self._coefficients: dict[tuple[int, str], np.ndarray] = {}
 
     @property
     def n_condition(self) -> int:
@@ -99,13 +97,14 @@ class RandomisedSliceDataset(Dataset):
         return self.length
 
     def real_target(self, k: int) -> np.ndarray:
-        """Subject ``k``'s 7T in the contrast and shading of its registered 1.5T."""
-        if k not in self._real_targets:
-            s = self.subjects[k]
-            self._real_targets[k] = target_in_input_contrast(
+        """Subject ``k``'s 7T in the contrast and shading of its registered 1.5T (made once
+        per subject and process)."""
+        s = self.subjects[k]
+        if "real_target" not in s.derived:
+            s.derived["real_target"] = target_in_input_contrast(
                 s.target, s.t1, s.mask, float(s.spacing_mm[0])
             )
-        return self._real_targets[k]
+        return s.derived["real_target"]
 
     def resample(self, k: int, name: str, coords: np.ndarray) -> np.ndarray:
         """Subject ``k``'s volume ``name`` (``target``, ``t1`` or ``real_target``) at voxel
@@ -113,9 +112,10 @@ class RandomisedSliceDataset(Dataset):
         volume = self.real_target(k) if name == "real_target" else getattr(self.subjects[k], name)
         if self.resample_order == 1:
             return synth.sample(volume, coords)
-        if (k, name) not in self._coefficients:
-            self._coefficients[k, name] = synth.spline_coefficients(volume)
-        return synth.sample_cubic(self._coefficients[k, name], coords)
+        derived = self.subjects[k].derived
+        if f"spline_{name}" not in derived:
+            derived[f"spline_{name}"] = synth.spline_coefficients(volume)
+        return synth.sample_cubic(derived[f"spline_{name}"], coords)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])

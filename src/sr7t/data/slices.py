@@ -16,7 +16,7 @@ normalised units of the npz (each scan divided by its 99th percentile inside the
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,10 @@ class Subject(Mapping):
     native_slice_mm: float
     native_spacing_mm: np.ndarray | None = None  # the 1.5T's own voxel size (x, y, z)
     affine: np.ndarray | None = None  # voxel -> world (mm) of the 7T grid
+    # Volumes made from these arrays, once per process, by whoever needs them (the randomised
+    # dataset's real-1.5T targets and spline coefficients): every dataset built on this Subject
+    # shares them. Not one of the npz's keys.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.native_spacing_mm is None:  # files written before it was recorded
@@ -112,7 +116,7 @@ def load_subject(path: str | Path) -> Subject:
         )
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(Subject))
+_FIELD_NAMES = tuple(f.name for f in fields(Subject) if f.name != "derived")
 
 
 def slice_axes(data_cfg: dict) -> list[int]:
