@@ -9,8 +9,8 @@ model run:
 
 - one markdown row per model: mean PSNR on the simulated (``sim``), real-1.5T (``pipeline``)
   and fine (``iso``) inputs, each with the gain over B-spline and its 95 % bootstrap CI
-  paired over subject x axis x spacing units (``sr7t.evaluate.stats.paired_diff_ci``), the
-  SSIM gains and the linear-fit PSNR;
+  paired over subject x axis x spacing units, as the workflow's ``summary.tsv`` has them
+  (``sr7t.evaluate.run.summary_table``), the SSIM gains and the linear-fit PSNR;
 - the PSNR gain over B-spline per sim cell (thick axis x spacing, mean of the subjects) and
   per subject, the SSIM gain range over cells, how many cells reach issue 10's +1.5 dB;
 - the linear-fit gain over ``bspline_map`` (the learned models' own intensity map), grey-
@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from sr7t import paths
+from sr7t.evaluate.run import summary_table
 from sr7t.evaluate.stats import paired_diff_ci
 
 UNITS = ["subject", "axis", "resolution_mm"]
@@ -35,25 +36,30 @@ def gain(table: pd.DataFrame, model: str, metric: str, baseline: str = "bspline"
     return paired_diff_ci(table, model, baseline, metric, unit_cols=UNITS)
 
 
-def model_row(table: pd.DataFrame, model: str) -> str:
+def model_row(table: pd.DataFrame, summary: pd.DataFrame, model: str) -> str:
+    """One markdown row: the means and the gains with their CIs as the workflow's summary
+    (:func:`sr7t.evaluate.run.summary_table`) gives them, pooled over spacings."""
+    pooled = summary[(summary["model"] == model) & (summary["resolution_mm"] < 0)]
+
+    def row(kind: str, inp: str, metric: str) -> pd.Series:
+        hit = pooled[(pooled["kind"] == kind) & (pooled["input"] == inp)]
+        return hit[hit["metric"] == metric].iloc[0]
+
     cells = []
-    for kind in ("sim", "pipeline", "iso"):
-        part = table[table["input"] == kind]
-        mean = part.loc[part["model"] == model, "psnr"].mean()
+    for inp in ("sim", "pipeline", "iso"):
+        mean = row("score", inp, "psnr")["mean"]
         if model == "bspline":
             cells.append(f"{mean:.2f}")
             continue
-        g = gain(part, model, "psnr")
-        cells.append(f"{mean:.2f} ({g['mean']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}])")
+        g = row("gain", inp, "psnr")
+        cells.append(f"{mean:.2f} ({g['mean']:+.2f} [{g['ci_lo']:+.2f}, {g['ci_hi']:+.2f}])")
     ssim = "–"
     if model != "bspline":
-        s = [gain(table[table["input"] == k], model, "ssim")["mean"] for k in ("sim", "pipeline")]
-        ssim = f"{s[0]:+.3f} / {s[1]:+.3f}"
-    lin = [
-        table[(table["input"] == k) & (table["model"] == model)]["psnr_linear"].mean()
+        ssim = " / ".join(f"{row('gain', k, 'ssim')['mean']:+.3f}" for k in ("sim", "pipeline"))
+    linear = " / ".join(
+        f"{table[(table['input'] == k) & (table['model'] == model)]['psnr_linear'].mean():.2f}"
         for k in ("sim", "pipeline")
-    ]
-    linear = f"{lin[0]:.2f} / {lin[1]:.2f}"
+    )
     return f"| {model} | " + " | ".join(cells) + f" | {ssim} | {linear} |"
 
 
@@ -88,8 +94,9 @@ def main() -> None:
         "| model | sim | pipeline | iso | SSIM gain, sim / pipeline | linear fit, sim / pipeline |"
     )
     print("|---|---|---|---|---|---|")
+    summary = summary_table(table)
     for m in order:
-        print(model_row(table, m))
+        print(model_row(table, summary, m))
 
     print("\nPSNR gain over B-spline per sim cell (mean of subjects), axis x spacing:")
     cells = pd.DataFrame({m: per_cell(sim, m) for m in learned})
