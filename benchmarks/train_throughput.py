@@ -4,14 +4,14 @@ Run after the demo (it reads the cohort's dataset files and teacher):
 
     .venv/bin/python benchmarks/train_throughput.py [--results results --cohort demo]
         [--configfile config/config.yaml ...] [--steps 60] [--device cuda]
-        [--kinds teacher student_stage1] [--num-workers 0 1] [--cpu-bf16 0 1] [--threads 2]
+        [--kinds teacher student_stage1] [--num-workers 0 1] [--amp-cpu off bf16] [--threads 2]
 
 Trains each for ``--steps`` steps in a scratch folder (nothing of the workflow's is touched)
 with the config's model sizes and batch size, on CUDA when present (bf16 autocast as
 configured) else on CPU, and prints examples/s with the first 10 steps left out as warm-up;
 once per ``--num-workers`` value (``data.num_workers``: data-loader processes) and
-``--cpu-bf16`` value (1: the trainers' bf16 autocast switched on for CPU too, which the
-workflow does not do), side by side.
+``--amp-cpu`` value (``teacher.amp_cpu`` and ``distill.amp_cpu``: the autocast dtype of
+training on CPU), side by side.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", nargs="+", default=["teacher", "student_stage1"])
     ap.add_argument("--num-workers", type=int, nargs="+", default=[None])
-    ap.add_argument("--cpu-bf16", type=int, nargs="+", choices=[0, 1], default=[0])
+    ap.add_argument("--amp-cpu", nargs="+", choices=["off", "bf16"], default=[None])
     a = ap.parse_args()
 
     import torch
@@ -45,22 +45,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from sr7t import paths
     from sr7t.distill.stage import distill_stage
-    from sr7t.train.loop import DiffusionTrainer
     from sr7t.train.teacher import train_teacher
-
-    as_configured = DiffusionTrainer.amp_dtype
-    on_cpu_too = property(
-        lambda self: torch.bfloat16 if self.device.type == "cpu" else as_configured.fget(self)
-    )
 
     results = Path(a.results)
     cfg = load_config(a.configfile)
     files = split_files(results, a.cohort)
     teacher = paths.path("model", results, cohort=a.cohort, model="teacher")
     quiet = {"val_every": 10**9, "sample_every": 10**9, "checkpoint_every": 10**9}
-    runs = [(k, w, b) for k in a.kinds for w in a.num_workers for b in a.cpu_bf16]
-    for kind, workers, bf16 in runs:
-        DiffusionTrainer.amp_dtype = on_cpu_too if bf16 else as_configured
+    runs = [(k, w, b) for k in a.kinds for w in a.num_workers for b in a.amp_cpu]
+    for kind, workers, amp_cpu in runs:
         section = "teacher" if kind == "teacher" else "distill"
         times: dict[int, float] = {}
 
@@ -68,6 +61,8 @@ def main() -> None:
             times[step] = time.perf_counter()
 
         run_cfg = {**cfg, section: {**cfg[section], **quiet, "log_every": 1}}
+        if amp_cpu is not None:
+            run_cfg[section]["amp_cpu"] = amp_cpu
         if workers is not None:
             run_cfg["data"] = {**cfg["data"], "num_workers": workers}
         run_cfg[section]["train_steps" if kind == "teacher" else "steps_per_stage"] = a.steps
@@ -84,7 +79,7 @@ def main() -> None:
             f"{kind}: {timed * batch / seconds:.1f} examples/s "
             f"({seconds / timed:.3f} s/step, batch {batch}, device {s['device']}, "
             f"{s['param_count']} params, {run_cfg['data']['num_workers']} loader workers, "
-            f"cpu bf16 {bf16})",
+            f"amp_cpu {run_cfg[section].get('amp_cpu', 'off')})",
             flush=True,
         )
 

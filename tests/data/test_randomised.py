@@ -59,6 +59,23 @@ def test_ventricle_warp_scales_the_centre_and_leaves_the_rim():
     np.testing.assert_array_equal(synth.ventricle_warp(grid, centre, 1.0, voxel), grid)
 
 
+def test_whole_voxel_sampling_is_the_cubic_spline_there():
+    """Real examples (unwarped, rounded coordinates) skip the spline inside the grid: the
+    same values, edges included; a block reaching beyond the grid is interpolated."""
+    rng = np.random.default_rng(1)
+    vol = rng.random((10, 12, 14)).astype(np.float32)
+    coef = synth.spline_coefficients(vol)
+    inside = np.stack([rng.integers(0, n, size=(5, 7, 9)) for n in vol.shape]).astype(float)
+    beyond = rng.integers(-3, 16, size=(3, 5, 7, 9)).astype(np.float64)
+    for coords in (inside, beyond):
+        np.testing.assert_allclose(
+            synth.sample_on_grid(vol, coef, coords), synth.sample_cubic(coef, coords), atol=1e-5
+        )
+    np.testing.assert_array_equal(
+        synth.sample_on_grid(vol, coef, inside), vol[tuple(inside.astype(int))]
+    )
+
+
 def test_cubic_resampling_keeps_what_linear_blurs():
     """On the grid the cubic sampler returns the volume itself; half a voxel off and back it
     loses much less detail than linear interpolation (which averages neighbours)."""

@@ -223,3 +223,40 @@ def test_zero_start_fraction_gives_the_samplers_first_input_from_zeros():
     torch.testing.assert_close(some.x_t[~first], plain.x_t[~first])
     noise_free = q_sample(x0, plain.t, torch.zeros_like(x0))
     assert not torch.allclose(some.x_t[~first], noise_free[~first])
+
+
+@pytest.mark.parametrize(
+    "device, cfg, dtype",
+    [
+        ("cpu", {"amp": "bf16"}, None),  # amp is CUDA's: CPU stays float32 by default
+        ("cpu", {"amp": "off", "amp_cpu": "bf16"}, torch.bfloat16),
+        ("cpu", {"amp": "bf16", "amp_cpu": "off"}, None),
+        ("cuda", {"amp": "fp16", "amp_cpu": "bf16"}, torch.float16),
+        ("cuda", {"amp": "off", "amp_cpu": "bf16"}, None),
+    ],
+)
+def test_autocast_dtype_follows_amp_on_cuda_and_amp_cpu_on_cpu(device, cfg, dtype):
+    from types import SimpleNamespace
+
+    from sr7t.train.loop import DiffusionTrainer
+
+    trainer = SimpleNamespace(device=torch.device(device), cfg=cfg)
+    assert DiffusionTrainer.amp_dtype.fget(trainer) == dtype
+
+
+def test_bf16_training_on_cpu_runs_its_convolutions_in_bf16(files, tmp_path, monkeypatch):
+    seen = set()
+    conv = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        out = conv(self, x)
+        seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", recording)
+    cfg = tiny_config(teacher={"train_steps": 6, "checkpoint_every": 1000, "amp_cpu": "bf16"})
+    summary = train_teacher(files[:2], files[2:], cfg, tmp_path / "m.pt", tmp_path / "ck")
+    assert torch.bfloat16 in seen
+    model, _ = load_bundle(tmp_path / "m.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+    assert summary["steps"] == 6

@@ -106,15 +106,18 @@ class RandomisedSliceDataset(Dataset):
             )
         return s.derived["real_target"]
 
-    def resample(self, k: int, name: str, coords: np.ndarray) -> np.ndarray:
+    def resample(self, k: int, name: str, coords: np.ndarray, on_grid: bool = False) -> np.ndarray:
         """Subject ``k``'s volume ``name`` (``target``, ``t1`` or ``real_target``) at voxel
-        ``coords``, with ``synth.resample_order`` (1 linear, 3 cubic B-spline)."""
+        ``coords``, with ``synth.resample_order`` (1 linear, 3 cubic B-spline); ``on_grid``:
+        the coordinates are whole voxels, where the cubic spline is the volume itself."""
         volume = self.real_target(k) if name == "real_target" else getattr(self.subjects[k], name)
         if self.resample_order == 1:
             return synth.sample(volume, coords)
         derived = self.subjects[k].derived
         if f"spline_{name}" not in derived:
             derived[f"spline_{name}"] = synth.spline_coefficients(volume)
+        if on_grid:
+            return synth.sample_on_grid(volume, derived[f"spline_{name}"], coords)
         return synth.sample_cubic(derived[f"spline_{name}"], coords)
 
     def __getitem__(self, index: int) -> dict:
@@ -147,10 +150,14 @@ class RandomisedSliceDataset(Dataset):
         if real and self.resample_order != 1:
             coords = np.round(coords)  # unwarped: on the grid, nothing to interpolate
         mid = CONTEXT_MARGIN + c
-        target = self.resample(k, "target", coords[:, mid])
-        mask = synth.sample(subj.mask.astype(np.float32), coords[:, mid]) > 0.5
+        grid = real and self.resample_order != 1
         if real and self.input_contrast:
-            target = self.resample(k, "real_target", coords[:, mid])
+            target = self.resample(k, "real_target", coords[:, mid], grid)
+        elif real:
+            target = self.resample(k, "target", coords[:, mid], grid)
+        if "mask_float" not in subj.derived:
+            subj.derived["mask_float"] = subj.mask.astype(np.float32)
+        mask = synth.sample(subj.derived["mask_float"], coords[:, mid]) > 0.5
 
         if real:
             native = subj.native_spacing_mm
@@ -158,7 +165,7 @@ class RandomisedSliceDataset(Dataset):
                 rng, self.cfg["train_slice_mm"], [native[0], native[0]], voxel, self.synth
             )
             slice_mm = max(acq.slice_mm, float(native[2]))
-            block = self.resample(k, "t1", coords)
+            block = self.resample(k, "t1", coords, grid)
             if slice_mm > native[2] * 1.001 or self.order != 1:
                 # re-acquired; with cubic interpolation at its own spacing too, so it comes
                 # back onto the grid by the same spline as every other input
@@ -172,9 +179,9 @@ class RandomisedSliceDataset(Dataset):
             acq = synth.draw_acquisition(
                 rng, self.cfg["train_slice_mm"], self.synth["inplane_mm"], voxel, self.synth
             )
-            block = synth.random_contrast(
-                rng, self.resample(k, "target", coords), self.synth["gamma"]
-            )
+            anatomy = self.resample(k, "target", coords)
+            target = anatomy[mid].copy()  # the same points as the block's centre plane
+            block = synth.random_contrast(rng, anatomy, self.synth["gamma"])
             block = block * np.exp(synth.smooth_log_bias(rng, block.shape, self.synth["bias_log"]))
             if self.input_contrast:  # the same coordinates as the target plane
                 target = block[mid].copy()

@@ -326,3 +326,15 @@ def sample_cubic(coefficients: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(
         coefficients, coords, order=3, mode="nearest", prefilter=False
     ).astype(np.float32)
+
+
+def sample_on_grid(volume: np.ndarray, coefficients: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """What :func:`sample_cubic` returns at whole-voxel ``coords`` (3, ...): inside the grid
+    the volume itself (a cubic B-spline passes through its samples), without the 64-tap
+    interpolation; beyond it (where the spline extends its coefficients, not the values)
+    :func:`sample_cubic` of ``coefficients``. float32."""
+    idx = np.rint(coords).astype(np.intp)
+    top = np.asarray(volume.shape, dtype=np.intp).reshape(3, *([1] * (idx.ndim - 1))) - 1
+    if (idx < 0).any() or (idx > top).any():
+        return sample_cubic(coefficients, coords)
+    return np.asarray(volume[idx[0], idx[1], idx[2]], dtype=np.float32)

@@ -170,9 +170,10 @@ class DistillTrainer(DiffusionTrainer):
             return module(x_t, c, t)[0]
 
         for k in range(n, int(i.min()), -1):  # the step k/n -> (k-1)/n, for i < k
+            rows = torch.nonzero(i < k).squeeze(1)  # only the examples still on their way
             with self.autocast():
-                stepped = ddim_step(student, x, cond, k / n, (k - 1) / n)
-            x = torch.where((i < k).view(-1, 1, 1, 1), stepped.to(x.dtype), x)
+                stepped = ddim_step(student, x[rows], cond[rows], k / n, (k - 1) / n)
+            x = x.index_copy(0, rows, stepped.to(x.dtype))
         return x
 
     def loss(self, module: nn.Module, batch: dict, gen: BatchShard):

@@ -490,9 +490,11 @@ class DiffusionTrainer:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype: bf16 or fp16 on CUDA as configured; None (float32) on CPU."""
-        amp = str(self.cfg["amp"]).lower()
-        if self.device.type != "cuda" or amp not in ("bf16", "fp16"):
+        """The autocast dtype: ``amp`` (bf16 or fp16) on CUDA, ``amp_cpu`` (bf16) on CPU;
+        None (float32) when off."""
+        key = "amp" if self.device.type == "cuda" else "amp_cpu"
+        amp = str(self.cfg.get(key, "off")).lower()
+        if amp not in ("bf16", "fp16"):
             return None
         return torch.float16 if amp == "fp16" else torch.bfloat16
 
