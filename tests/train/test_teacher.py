@@ -233,15 +233,21 @@ def test_zero_start_fraction_gives_the_samplers_first_input_from_zeros():
         ("cpu", {"amp": "bf16", "amp_cpu": "off"}, None),
         ("cuda", {"amp": "fp16", "amp_cpu": "bf16"}, torch.float16),
         ("cuda", {"amp": "off", "amp_cpu": "bf16"}, None),
+        ("cpu", {"amp_cpu": "auto"}, "native"),
     ],
 )
-def test_autocast_dtype_follows_amp_on_cuda_and_amp_cpu_on_cpu(device, cfg, dtype):
+def test_autocast_dtype_follows_amp_on_cuda_and_amp_cpu_on_cpu(device, cfg, dtype, monkeypatch):
     from types import SimpleNamespace
 
-    from sr7t.train.loop import DiffusionTrainer
+    from sr7t.train import loop
 
     trainer = SimpleNamespace(device=torch.device(device), cfg=cfg)
-    assert DiffusionTrainer.amp_dtype.fget(trainer) == dtype
+    if dtype != "native":
+        assert loop.DiffusionTrainer.amp_dtype.fget(trainer) == dtype
+        return
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
+        assert loop.DiffusionTrainer.amp_dtype.fget(trainer) == expected
 
 
 def test_bf16_training_on_cpu_runs_its_convolutions_in_bf16(files, tmp_path, monkeypatch):
@@ -259,4 +265,4 @@ def test_bf16_training_on_cpu_runs_its_convolutions_in_bf16(files, tmp_path, mon
     assert torch.bfloat16 in seen
     model, _ = load_bundle(tmp_path / "m.pt")
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
-    assert summary["steps"] == 6
+    assert summary["steps"] == 6 and summary["autocast"] == "bfloat16"

@@ -28,6 +28,7 @@ import re
 import sys
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,17 @@ class BatchShard:
         x = x.detach().clone()
         dist.all_reduce(x)
         return x / self.world
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX, from Linux's
+    /proc/cpuinfo): without them torch emulates bf16 convolutions, slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -490,10 +502,13 @@ class DiffusionTrainer:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype: ``amp`` (bf16 or fp16) on CUDA, ``amp_cpu`` (bf16) on CPU;
-        None (float32) when off."""
+        """The autocast dtype: ``amp`` (bf16 or fp16) on CUDA, ``amp_cpu`` on CPU (bf16; auto:
+        bf16 where the CPU has native bf16 instructions, :func:`cpu_has_native_bf16`); None
+        (float32) when off."""
         key = "amp" if self.device.type == "cuda" else "amp_cpu"
         amp = str(self.cfg.get(key, "off")).lower()
+        if amp == "auto":
+            amp = "bf16" if cpu_has_native_bf16() else "off"
         if amp not in ("bf16", "fp16"):
             return None
         return torch.float16 if amp == "fp16" else torch.bfloat16
@@ -655,6 +670,7 @@ class DiffusionTrainer:
             **cost,
             **scores,
             "device": str(self.device),
+            "autocast": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "world_size": self.world,
         }
 
