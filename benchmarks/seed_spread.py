@@ -10,6 +10,8 @@ workflow's own model (seed 0) when its ``eval/<model>/metrics.tsv`` exists for t
 writes ``results/<cohort>/seed_spread/<kind>_<split>_per_seed.tsv`` (per seed and input kind
 the mean PSNR/SSIM gain over B-spline) and ``<kind>_<split>.tsv`` (their mean, standard
 deviation and range over seeds).
+A seed already trained and scored is read back, not redone: run seeds side by side as
+separate calls (``--seeds 1`` and ``--seeds 2``), then once with all of them for the table.
 Nothing is chosen on these scores: they measure how far a rerun of README's numbers can move.
 """
 
@@ -60,10 +62,11 @@ def main(argv=None) -> int:
                 + sum([["--set", x] for x in sets], [])
             )
         folder = out / f"{name}_{a.split}"
-        validate.main(
-            [*common, "--models", "bspline", name, "--model-file", f"{name}={model}"]
-            + ["--out", str(folder), "--split", a.split]
-        )
+        if not (folder / "summary.tsv").exists():  # scored once (seeds run side by side)
+            validate.main(
+                [*common, "--models", "bspline", name, "--model-file", f"{name}={model}"]
+                + ["--out", str(folder), "--split", a.split]
+            )
         rows.append(gains(pd.read_csv(folder / "summary.tsv", sep="\t"), name, s))
 
     cfg = resolved_config(a.config)

@@ -1,14 +1,16 @@
-"""Training throughput (examples/s) of the teacher and a distillation stage on this machine.
+"""Training throughput (examples/s) of the teacher, a distillation stage and the regression UNet.
 
 Run after the demo (it reads the cohort's dataset files and teacher):
 
     .venv/bin/python benchmarks/train_throughput.py [--results results --cohort demo]
         [--configfile config/config.yaml ...] [--steps 60] [--device cuda]
-        [--kinds teacher student_stage1] [--num-workers 0 1] [--amp-cpu off bf16] [--threads 2]
+        [--kinds teacher student_stage1 regression] [--num-workers 0 1]
+        [--amp-cpu off bf16] [--threads 2]
 
-Trains each for ``--steps`` steps in a scratch folder (nothing of the workflow's is touched)
-with the config's model sizes and batch size, on CUDA when present (bf16 autocast as
-configured) else on CPU, and prints examples/s with the first 10 steps left out as warm-up;
+Trains each (``regression``: the regression UNet baseline) for ``--steps`` steps in a scratch
+folder (nothing of the workflow's is touched) with the config's model sizes and batch size, on
+CUDA when present (bf16 autocast as configured) else on CPU, and prints examples/s with the
+first 10 steps left out as warm-up;
 once per ``--num-workers`` value (``data.num_workers``: data-loader processes) and
 ``--amp-cpu`` value (``teacher.amp_cpu`` and ``distill.amp_cpu``: the autocast dtype of
 training on CPU), side by side.
@@ -35,7 +37,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kinds", nargs="+", default=["teacher", "student_stage1"])
+    ap.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["teacher", "student_stage1", "regression"],
+        default=["teacher", "student_stage1"],
+    )
     ap.add_argument("--num-workers", type=int, nargs="+", default=[None])
     ap.add_argument("--amp-cpu", nargs="+", choices=["off", "bf16"], default=[None])
     a = ap.parse_args()
@@ -45,6 +52,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from sr7t import paths
     from sr7t.distill.stage import distill_stage
+    from sr7t.train.regression import train_regression
     from sr7t.train.teacher import train_teacher
 
     results = Path(a.results)
@@ -70,6 +78,8 @@ def main() -> None:
             out, ck = Path(tmp) / "m.pt", Path(tmp) / "ck"
             if kind == "teacher":
                 s = train_teacher(files["train"], [], run_cfg, out, ck, clock, a.device)
+            elif kind == "regression":
+                s = train_regression(files["train"], [], run_cfg, out, ck, clock, a.device)
             else:
                 s = distill_stage(teacher, files["train"], [], run_cfg, 1, out, ck, clock, a.device)
         timed = a.steps - a.warmup
