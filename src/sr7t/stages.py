@@ -586,7 +586,7 @@ def _trained(o: dict, job: Job, train: Callable, *args) -> None:
     )
     write_json(o["summary"], summary)
     job.tracker.log_metrics(numbers_only(summary))
-    job.tracker.log_params({"device": summary["device"], "autocast": summary["autocast"]})
+    job.tracker.log_params({k: summary[k] for k in ("device", "autocast") if k in summary})
     job.tracker.log_artifact(o["summary"])
     # under torchrun only rank 0 gets the metrics: the other ranks must not overwrite its files
     if os.environ.get("RANK", "0") == "0":
