@@ -595,49 +595,51 @@ class DiffusionTrainer:
             disable=self.rank != 0,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        trainable.train()
-        step = start
-        for batch in loader:
-            gen = BatchShard(seed, step, self.rank, self.world)
-            with self.out_of_memory_guard(trainable):
-                loss, parts = self.loss(module, batch, gen)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg["grad_clip"]:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                ema.update_parameters(trainable)
-            step += 1
-            n = batch["cond"].shape[0] * self.world
-            examples += n
-            window_n += n
-            # detached tensors, no float(): a GPU step does not wait for the previous one
-            window_loss.append({"loss": loss.detach(), **parts})
-            bar.update(1)
+        try:  # the bar is closed when training raises too
+            trainable.train()
+            step = start
+            for batch in loader:
+                gen = BatchShard(seed, step, self.rank, self.world)
+                with self.out_of_memory_guard(trainable):
+                    loss, parts = self.loss(module, batch, gen)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg["grad_clip"]:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    ema.update_parameters(trainable)
+                step += 1
+                n = batch["cond"].shape[0] * self.world
+                examples += n
+                window_n += n
+                # detached tensors, no float(): a GPU step does not wait for the previous one
+                window_loss.append({"loss": loss.detach(), **parts})
+                bar.update(1)
 
-            if step % int(cfg["log_every"]) == 0 or step == total:
-                now = time.perf_counter()
-                history = self.window_mean(window_loss)
-                record = {
-                    **history,
-                    "lr": float(sched.get_last_lr()[0]),
-                    "examples_per_s": window_n / max(now - window_t, 1e-9),
-                }
-                bar.set_postfix(loss=f"{history['loss']:.4f}")
-                window_t, window_n, window_loss = now, 0, []
-                if self.rank == 0:
-                    self.emit(record, step)
-            if self.val_subjects and step % int(cfg["val_every"]) == 0 and step != total:
-                self.report_val(ema, step)
-            if step % self.sample_every == 0 or step == total:
-                self.report_sample(ema, step)
-            # after the step's records, so that a resume emits them all again (emit)
-            if step % int(cfg["checkpoint_every"]) == 0 or step == total:
-                self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
-        bar.close()
+                if step % int(cfg["log_every"]) == 0 or step == total:
+                    now = time.perf_counter()
+                    history = self.window_mean(window_loss)
+                    record = {
+                        **history,
+                        "lr": float(sched.get_last_lr()[0]),
+                        "examples_per_s": window_n / max(now - window_t, 1e-9),
+                    }
+                    bar.set_postfix(loss=f"{history['loss']:.4f}")
+                    window_t, window_n, window_loss = now, 0, []
+                    if self.rank == 0:
+                        self.emit(record, step)
+                if self.val_subjects and step % int(cfg["val_every"]) == 0 and step != total:
+                    self.report_val(ema, step)
+                if step % self.sample_every == 0 or step == total:
+                    self.report_sample(ema, step)
+                # after the step's records, so that a resume emits them all again (emit)
+                if step % int(cfg["checkpoint_every"]) == 0 or step == total:
+                    self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
+        finally:
+            bar.close()
         seconds = time.perf_counter() - t0
         if self.val_subjects:
             val_loss = self.report_val(ema, step)
