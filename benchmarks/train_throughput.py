@@ -10,10 +10,10 @@ Run after the demo (it reads the cohort's dataset files and teacher):
 Trains each (``regression``: the regression UNet baseline) for ``--steps`` steps in a scratch
 folder (nothing of the workflow's is touched) with the config's model sizes and batch size, on
 CUDA when present (bf16 autocast as configured) else on CPU, and prints examples/s with the
-first 10 steps left out as warm-up;
-once per ``--num-workers`` value (``data.num_workers``: data-loader processes) and
-``--amp-cpu`` value (``teacher.amp_cpu`` and ``distill.amp_cpu``: the autocast dtype of
-training on CPU), side by side.
+first ``--warmup`` steps left out, and the dtype it trained in; once per ``--num-workers``
+value (``data.num_workers``: data-loader processes) and ``--amp-cpu`` value
+(``teacher.amp_cpu`` and ``distill.amp_cpu``: the autocast dtype of training on CPU), side by
+side.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
         default=["teacher", "student_stage1"],
     )
     ap.add_argument("--num-workers", type=int, nargs="+", default=[None])
-    ap.add_argument("--amp-cpu", nargs="+", choices=["off", "bf16"], default=[None])
+    ap.add_argument("--amp-cpu", nargs="+", choices=["off", "bf16", "auto"], default=[None])
     a = ap.parse_args()
 
     import torch
@@ -89,7 +89,7 @@ def main() -> None:
             f"{kind}: {timed * batch / seconds:.1f} examples/s "
             f"({seconds / timed:.3f} s/step, batch {batch}, device {s['device']}, "
             f"{s['param_count']} params, {run_cfg['data']['num_workers']} loader workers, "
-            f"amp_cpu {run_cfg[section].get('amp_cpu', 'off')})",
+            f"autocast {s['autocast']})",
             flush=True,
         )
 

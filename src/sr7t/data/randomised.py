@@ -147,10 +147,10 @@ class RandomisedSliceDataset(Dataset):
             warp=not real,
             brain_centre_vox=self._brain_centre[k],
         )
-        if real and self.resample_order != 1:
+        grid = real and self.resample_order != 1
+        if grid:
             coords = np.round(coords)  # unwarped: on the grid, nothing to interpolate
         mid = CONTEXT_MARGIN + c
-        grid = real and self.resample_order != 1
         if real and self.input_contrast:
             target = self.resample(k, "real_target", coords[:, mid], grid)
         elif real:
