@@ -139,6 +139,47 @@ def test_examples_are_a_function_of_index_and_cover_every_axis(subjects):
         assert torch.isfinite(e["cond"]).all() and torch.isfinite(e["target"]).all()
 
 
+def test_slice_power_weights_thick_spacings_and_zero_is_the_uniform_draw():
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [a.uniform(1.2, 7.0) for _ in range(50)] == [
+        synth.draw_spacing(b, 1.2, 7.0, 0.0) for _ in range(50)
+    ]
+    rng = np.random.default_rng(0)
+    s = np.array([synth.draw_spacing(rng, 1.2, 7.0, 1.0) for _ in range(40000)])
+    assert s.min() >= 1.2 and s.max() <= 7.0
+    near = [np.mean(np.abs(s - c) < 0.5) for c in (3.0, 6.0)]
+    assert near[1] / near[0] == pytest.approx(2.0, rel=0.1)  # density proportional to s
+    assert synth.draw_spacing(rng, 4.0, 4.0, 1.0) == 4.0
+
+
+@pytest.mark.parametrize("real_fraction", [0.0, 0.25, 0.5])
+def test_balanced_thick_axes_give_each_axis_a_third_of_all_examples(real_fraction):
+    """Real examples are thick along z; balanced draws leave the simulated ones z only as
+    often as that share leaves room for (none above a third), uniform draws do not."""
+    rng = np.random.default_rng(0)
+    n = 30000
+    for balanced, z_share in ((True, max(1 / 3, real_fraction)), (False, None)):
+        real = rng.random(n) < real_fraction
+        axes = np.where(
+            real, 2, [synth.draw_thick_axis(rng, real_fraction, balanced) for _ in real]
+        )
+        share = np.bincount(axes, minlength=3) / n
+        if balanced:
+            assert share[2] == pytest.approx(z_share, abs=0.015)
+            assert share[0] == pytest.approx(share[1], abs=0.015)
+        else:
+            assert share[2] == pytest.approx(real_fraction + (1 - real_fraction) / 3, abs=0.015)
+
+
+def test_balanced_dataset_draws_x_and_y_more_often_than_uniform(subjects):
+    counts = {}
+    for balanced in (False, True):
+        cfg = data_config(synth={"real_fraction": 0.5, "balance_thick_axes": balanced})
+        ds = RandomisedSliceDataset(subjects, cfg, seed=0)
+        counts[balanced] = collections.Counter(int(ds[i]["origin"][1]) for i in range(60))
+    assert counts[True][2] < counts[False][2]  # z: a half at most against two thirds
+
+
 def test_synthetic_input_is_blurred_along_the_plane_last_axis(subjects):
     """In the model frame the thick axis is the last image axis: the input loses more detail
     along it than along the other, for coarse draws."""

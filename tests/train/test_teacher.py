@@ -180,14 +180,17 @@ def test_ddp_two_cpu_processes_gloo(files, tmp_path):
 
 
 class _Recorder(torch.nn.Module):
-    """v = 0 everywhere; keeps the inputs it was given."""
+    """v = 0 everywhere; keeps the inputs it was last given and counts the calls' rows."""
+
+    rows = 0
 
     def forward(self, x_t, cond, t):
         self.x_t, self.t = x_t, t
+        self.rows += x_t.shape[0]
         return torch.zeros_like(x_t)
 
 
-def _teacher_loss(fraction: float, b: int = 64):
+def _teacher_loss(fraction: float, b: int = 64, **cfg):
     from contextlib import nullcontext
     from types import SimpleNamespace
 
@@ -197,8 +200,10 @@ def _teacher_loss(fraction: float, b: int = 64):
     trainer = SimpleNamespace(
         x0_cond=lambda batch: (x0, torch.zeros(b, 2, 4, 4)),
         device=torch.device("cpu"),
-        cfg={"zero_start_fraction": fraction},
+        cfg={"zero_start_fraction": fraction, **cfg},
         autocast=nullcontext,
+        sampling_steps=int(cfg.get("sampling_steps", 1)),
+        sampling_start="zero",
     )
     rec = _Recorder()
     loss, _ = DiffusionTrainer.loss(trainer, rec, {}, BatchShard(0, 3))
@@ -223,6 +228,29 @@ def test_zero_start_fraction_gives_the_samplers_first_input_from_zeros():
     torch.testing.assert_close(some.x_t[~first], plain.x_t[~first])
     noise_free = q_sample(x0, plain.t, torch.zeros_like(x0))
     assert not torch.allclose(some.x_t[~first], noise_free[~first])
+
+
+def test_on_path_fraction_gives_later_steps_the_samplers_own_inputs():
+    """On-path examples sit at t = i / n (i < n) with the input the sampler's own steps from
+    zeros reach (with v = 0 everywhere: zeros again), their target the v whose x0 is the 7T
+    there (-x0 / sigma_t); the path's steps are extra passes of the model on those rows only."""
+    from sr7t.models.diffusion import alpha_sigma
+
+    x0, plain, _ = _teacher_loss(0.0, sampling_steps=4)
+    assert plain.rows == 64  # off: one pass
+    x0, every, loss = _teacher_loss(0.0, on_path_fraction=1.0, sampling_steps=4)
+    assert set(torch.round(every.t * 4).int().tolist()) == {1, 2, 3}
+    assert (every.x_t == 0).all()
+    sigma = alpha_sigma(every.t)[1][:, None, None, None]
+    torch.testing.assert_close(loss, torch.mean((x0 / sigma) ** 2))
+    # the path: step 4/4 -> 3/4 for every row, 3/4 -> 2/4 for those with i < 3, ...
+    i = torch.round(every.t * 4).int()
+    assert every.rows == 64 + sum(int((i < k).sum()) for k in (4, 3, 2))
+    # a share of them; the others keep plain training's draws
+    x0, some, _ = _teacher_loss(0.0, on_path_fraction=0.5, sampling_steps=4)
+    moved = some.t != plain.t
+    assert 10 < int(moved.sum()) < 54
+    torch.testing.assert_close(some.x_t[~moved], plain.x_t[~moved])
 
 
 @pytest.mark.parametrize(

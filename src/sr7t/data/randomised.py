@@ -131,7 +131,11 @@ class RandomisedSliceDataset(Dataset):
         if real:
             thick = 2  # the real 1.5T is thick along z as acquired
         else:
-            thick = int(rng.integers(3))
+            thick = synth.draw_thick_axis(
+                rng,
+                float(self.synth["real_fraction"]),
+                bool(self.synth.get("balance_thick_axes", False)),
+            )
         a, n = (ax for ax in (0, 1, 2) if ax != thick)
         if rng.random() < 0.5:
             a, n = n, a

@@ -40,6 +40,7 @@ from sr7t.models.diffusion import (
     capture_features,
     ddim_step,
     q_sample,
+    sampler_path,
     v_from_x0,
 )
 from sr7t.models.predict import sampling_start
@@ -160,21 +161,14 @@ class DistillTrainer(DiffusionTrainer):
     def denoiser(self, trainable: nn.Module) -> Denoiser:
         return trainable.student
 
-    @torch.no_grad()
     def path_inputs(self, module: nn.Module, cond, noise, i: torch.Tensor, n: int):
         """Where the student's own deterministic DDIM stands at ``t = i / n`` (per example),
         started at ``t = 1`` from zeros (``sampling_start: zero``) or from ``noise``."""
-        x = torch.zeros_like(noise) if self.sampling_start == "zero" else noise.clone()
 
         def student(x_t, c, t):
             return module(x_t, c, t)[0]
 
-        for k in range(n, int(i.min()), -1):  # the step k/n -> (k-1)/n, for i < k
-            rows = torch.nonzero(i < k).squeeze(1)  # only the examples still on their way
-            with self.autocast():
-                stepped = ddim_step(student, x[rows], cond[rows], k / n, (k - 1) / n)
-            x = x.index_copy(0, rows, stepped.to(x.dtype))
-        return x
+        return sampler_path(student, cond, noise, i, n, self.sampling_start, self.autocast)
 
     def loss(self, module: nn.Module, batch: dict, gen: BatchShard):
         x0, cond = self.x0_cond(batch)

@@ -9,7 +9,7 @@ Notation (Salimans & Ho 2022): data ``x0`` (the scaled residual ``(7T - 1.5T) / 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
@@ -172,6 +172,31 @@ def ddim_step(
     x0, eps = x0_eps_from_v(x_t.float(), tt, v)
     a_s, s_s = alpha_sigma(ss)
     return _bcast(a_s, x0) * x0 + _bcast(s_s, x0) * eps
+
+
+@torch.no_grad()
+def sampler_path(
+    model: nn.Module,
+    cond: torch.Tensor,
+    noise: torch.Tensor,
+    i: torch.Tensor,
+    n: int,
+    start: str = "zero",
+    autocast=nullcontext,
+) -> torch.Tensor:
+    """Where ``model``'s own deterministic ``n``-step DDIM, started at ``t = 1`` from zeros
+    (``start`` ``zero``) or from ``noise``, stands at ``t = i / n`` (``i``: per example,
+    1..n), with no gradient: each step runs only on the examples still on their way
+    (``i < k``). ``model`` returns v (wrap a model that returns more)."""
+    x = torch.zeros_like(noise) if start == "zero" else noise.clone()
+    if x.shape[0] == 0:
+        return x
+    for k in range(n, int(i.min()), -1):  # the step k/n -> (k-1)/n
+        rows = torch.nonzero(i < k).squeeze(1)
+        with autocast():
+            stepped = ddim_step(model, x[rows], cond[rows], k / n, (k - 1) / n)
+        x = x.index_copy(0, rows, stepped.to(x.dtype))
+    return x
 
 
 @torch.no_grad()

@@ -61,8 +61,7 @@ RESUME_FREE = frozenset(
     {
         "train_steps",
         "steps_per_stage",
-        "sampling_start",  # inference only: training never reads these two
-        "test_time_flips",
+        "test_time_flips",  # inference only (sampling_start is not: on-path steps follow it)
         "checkpoint_every",
         "log_every",
         "val_every",
@@ -412,7 +411,7 @@ class DiffusionTrainer:
 
     def loss(self, module: nn.Module, batch: dict, gen: BatchShard):
         """Return ``(loss, parts)``; ``module`` may be DDP-wrapped; random draws via ``gen``."""
-        from sr7t.models.diffusion import q_sample, v_target
+        from sr7t.models.diffusion import q_sample, sampler_path, v_from_x0, v_target
 
         x0, cond = self.x0_cond(batch)
         b = x0.shape[0]
@@ -426,9 +425,26 @@ class DiffusionTrainer:
             first = (gen.rand(b) < zero_start).to(self.device)
             t = torch.where(first, torch.ones_like(t), t)
             x_t = torch.where(first[:, None, None, None], torch.zeros_like(x_t), x_t)
+        target = v_target(x0, t, noise)
+        on_path = float(self.cfg.get("on_path_fraction", 0.0))  # teacher (as zero_start)
+        n = self.sampling_steps
+        if on_path > 0 and n > 1:
+            # a share of examples at the sampler's later steps t = i / n (i < n), where its own
+            # deterministic path from the start stands (no gradient): the inputs sampling
+            # gives it there; target: the v whose x0 is the 7T at that x_t. Drawn last.
+            along = (gen.rand(b) < on_path).to(self.device)
+            i = gen.randint(1, n, b).to(self.device)
+            rows = torch.nonzero(along).squeeze(1)
+            if len(rows):
+                x_path = sampler_path(
+                    module, cond[rows], noise[rows], i[rows], n, self.sampling_start, self.autocast
+                )
+                t = t.index_copy(0, rows, i[rows].to(t.dtype) / n)
+                x_t = x_t.index_copy(0, rows, x_path.to(x_t.dtype))
+                target = target.index_copy(0, rows, v_from_x0(x_path.float(), t[rows], x0[rows]))
         with self.autocast():
             v = module(x_t, cond, t)
-        loss = torch.mean((v.float() - v_target(x0, t, noise)) ** 2)
+        loss = torch.mean((v.float() - target) ** 2)
         return loss, {"loss_v": loss.detach()}
 
     def meta(self) -> dict:
@@ -587,15 +603,14 @@ class DiffusionTrainer:
         examples = 0
         t0 = time.perf_counter()
         window_t, window_n, window_loss = t0, 0, []
-        bar = tqdm(
+        with tqdm(  # closed on leaving, when training raises too
             total=total,
             initial=start,
             desc=self.kind,
             file=sys.stderr,
             disable=self.rank != 0,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        )
-        try:  # the bar is closed when training raises too
+        ) as bar:
             trainable.train()
             step = start
             for batch in loader:
@@ -638,8 +653,6 @@ class DiffusionTrainer:
                 # after the step's records, so that a resume emits them all again (emit)
                 if step % int(cfg["checkpoint_every"]) == 0 or step == total:
                     self.save_checkpoint(step, trainable, ema, opt, sched, scaler)
-        finally:
-            bar.close()
         seconds = time.perf_counter() - t0
         if self.val_subjects:
             val_loss = self.report_val(ema, step)
