@@ -43,6 +43,13 @@ def resolved_config(config: str | Path, sets: list[str] = ()) -> dict:
     return resolve(raw)
 
 
+def final_model_name(config: str | Path = REPO / "config" / "config.yaml") -> str:
+    """The workflow's final model under ``config`` (``student_stage<distill.stages>``)."""
+    from sr7t.infer.source import final_model
+
+    return final_model(resolved_config(config))
+
+
 def split_files(results: str | Path, cohort: str) -> dict[str, list[str]]:
     """Dataset files per split (train, val, test), subjects sorted, from the manifest."""
     manifest = pd.read_csv(paths.path("manifest", results, cohort=cohort), sep="\t")

@@ -10,7 +10,7 @@ machine wall time moves with the other jobs' load, CPU time much less; wall time
 beside). It also times the report (``write_report`` from the workflow's own declared inputs
 when they exist).
 
-    .venv/bin/python benchmarks/eval_time.py [--models bspline student_stage2] [--split test]
+    .venv/bin/python benchmarks/eval_time.py [--models bspline student_stage1] [--split test]
 
 Writes ``results/<cohort>/eval_time/runs.tsv`` (one row per timed run) and ``fit.tsv`` (per
 model: fixed seconds, seconds per cell, and the predicted time of the demo's full evaluation).
@@ -35,6 +35,8 @@ from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
+from sr7t.infer.source import final_model  # noqa: E402
+
 
 def n_cells(files: list[str], cfg: dict, has_truth: bool) -> int:
     """Cells scored over ``files`` under evaluation config ``cfg``."""
@@ -50,11 +52,13 @@ def n_cells(files: list[str], cfg: dict, has_truth: bool) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     cohort_args(ap)
-    ap.add_argument("--models", nargs="+", default=["bspline", "student_stage2"])
+    ap.add_argument("--models", nargs="+", default=None, help="default: bspline, the final model")
     ap.add_argument("--split", default="test")
     a = ap.parse_args(argv)
 
-    full = resolved_config(a.config, a.set)["evaluate"]
+    cfg = resolved_config(a.config, a.set)
+    full = cfg["evaluate"]
+    models = a.models or ["bspline", final_model(cfg)]
     root = Path(a.results)
     files = split_files(root, a.cohort)
     subjects, train = files.get(a.split, []), files["train"]
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for model in a.models:
+        for model in models:
             bundle = None
             if model not in BASELINE_ORDER:
                 bundle = str(paths.path("model", root, cohort=a.cohort, model=model))

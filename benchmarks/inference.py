@@ -5,7 +5,7 @@ acquired with 4 mm slices along z, in normalised units, with neutral guidance ma
 super-resolves the whole volume (both plane orientations, as the evaluation does) in one
 process, one after the other, so their ratio is meaningful on a shared machine.
 
-    .venv/bin/python benchmarks/inference.py [--models teacher student_stage2] [--device cpu]
+    .venv/bin/python benchmarks/inference.py [--models teacher student_stage1] [--device cpu]
 
 Models are read from ``results/<cohort>/models/<name>/model.pt`` unless given as NAME=PATH.
 """
@@ -13,11 +13,15 @@ Models are read from ``results/<cohort>/models/<name>/model.pt`` unless given as
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import final_model_name  # noqa: E402
 
 
 def whole_brain_input(slice_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--results", default="results")
     ap.add_argument("--cohort", default="demo")
-    ap.add_argument("--models", nargs="+", default=["teacher", "student_stage2"])
+    ap.add_argument("--models", nargs="+", default=None, help="default: teacher, the final model")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     print("| model | params | sampling steps | seconds per volume |")
     print("|---|---|---|---|")
     times = {}
-    for item in a.models:
+    for item in a.models or ["teacher", final_model_name()]:
         name, _, path = item.partition("=")
         path = path or paths.path("model", Path(a.results), cohort=a.cohort, model=name)
         model, meta = load_bundle(path, device=a.device)

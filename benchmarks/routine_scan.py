@@ -5,7 +5,7 @@ The scan is ``KmeansTest_T1UCharRaw.nii.gz`` of Debian's ``insighttoolkit5-examp
 It has no high-resolution truth: the figure is a visual check, input next to output.
 
     .venv/bin/python benchmarks/routine_scan.py \
-        [--model results/demo/models/student_stage2/model.pt]
+        [--model results/demo/models/student_stage1/model.pt]
         [--out docs/routine_scan.png] [--out-nii PATH] [--steps N] [--device cuda]
 
 Runs :func:`sr7t.predict.predict_scan` (brain mask ``auto``: a whole head gets the Colin27
@@ -31,6 +31,9 @@ import numpy as np
 
 from sr7t.cohort.anatomy import ROUTINE_T1_PACKAGE, ROUTINE_T1_SCAN
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import final_model_name  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SKULL_STRIP = ROUTINE_T1_SCAN.with_name("KmeansTest_T1RawSkullStrip.nii.gz")
 ZOOM_MM = 48.0  # side of the zoomed inset's square
@@ -40,7 +43,7 @@ MARGIN_MM = 12.0  # around the brain in the whole-slice panels
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--scan", default=str(ROUTINE_T1_SCAN))
-    ap.add_argument("--model", default=str(REPO / "results/demo/models/student_stage2/model.pt"))
+    ap.add_argument("--model", default=None, help="default: the demo's final model")
     ap.add_argument("--out", default=str(REPO / "docs/routine_scan.png"), help="the PNG")
     ap.add_argument("--out-nii", default=None, help="the output NIfTI (default: a temp folder)")
     ap.add_argument("--brain-mask", default="auto", help="as sr7t predict --brain-mask")
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
             f"routine_scan: {scan} not found: install the Debian package {ROUTINE_T1_PACKAGE} "
             f"(apt-get install {ROUTINE_T1_PACKAGE}) or pass --scan"
         )
+    if a.model is None:
+        a.model = str(REPO / "results/demo/models" / final_model_name() / "model.pt")
     if not Path(a.model).is_file():
         sys.exit(f"routine_scan: model bundle {a.model} not found (pass --model)")
 

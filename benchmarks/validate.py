@@ -5,7 +5,7 @@ subjects once. Run after the workflow has built the models (or point ``--model-f
 bundles, e.g. a variant trained with another config):
 
     .venv/bin/python benchmarks/validate.py --cohort demo \
-        --models bspline teacher student_stage2 regression [--model-file NAME=PATH ...]
+        --models bspline teacher student_stage1 regression [--model-file NAME=PATH ...]
 
 Writes ``results/<cohort>/validation/metrics.tsv`` and ``summary.tsv`` and prints each
 model's PSNR/SSIM gain over B-spline per input kind with a 95 % bootstrap CI.
