@@ -340,6 +340,7 @@ def demo_cohort(i, o, cfg, job):
         cfg["seed"],
         cfg["voxel_mm_7t"],
         tuple(cfg["voxel_mm_1p5t"]),
+        workers=job.threads or 1,
     )
     job.tracker.log_params(cfg)
     job.tracker.log_artifact(samples)
@@ -700,6 +701,7 @@ def evaluate_model(i, o, cfg, job):
         job.device,
         std_pattern=std_pattern,
         train_files=i.get("train"),
+        cores=job.threads or 1,
     )
     job.tracker.log_artifact(o["metrics"])
     for (kind, res), group in table.groupby(["input", "resolution_mm"]):

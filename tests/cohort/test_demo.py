@@ -29,8 +29,9 @@ VOX_7T, VOX_1P5T = 4.0, (4.8, 4.8, 6.0)
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
+    # two processes; the determinism test below makes one subject again in this one
     tsv = make_demo_cohort(
-        raw_dir(root), SUBJECTS, seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T
+        raw_dir(root), SUBJECTS, seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T, workers=2
     )
     return root, tsv
 
@@ -65,6 +66,8 @@ def test_samples_sheet(cohort):
 
 
 def test_deterministic_and_independent_of_cohort_composition(cohort, tmp_path):
+    """A subject's files do not depend on the cohort's other subjects, nor on how many
+    processes wrote them."""
     root, _ = cohort
     make_demo_cohort(
         raw_dir(tmp_path), ["sub-02"], seed=7, voxel_mm_7t=VOX_7T, voxel_mm_1p5t=VOX_1P5T

@@ -14,6 +14,9 @@ rule demo_cohort:
     output:
         raw=directory(out("demo_raw_dir")),
     params: cfg=demo_config
+    # its subjects side by side, one process each (Snakemake gives it at most --cores): every
+    # demo subject's chain starts with it
+    threads: 4
     log: log("demo_cohort")
     conda: ENV
     script: STAGE

@@ -183,6 +183,13 @@ def end_tracking(status):
 # ---- input and param functions of the stage rules
 
 
+def evaluate_threads(wildcards):
+    """Threads of a model's evaluation: twice a job's for the final model's, which ends the
+    longest chain with nothing left to run beside it (its subjects are scored side by side,
+    sr7t.evaluate.run), a job's for the others, which run beside training."""
+    return 2 * JOB_THREADS if wildcards.model == LEARNED_MODELS[-1] else JOB_THREADS
+
+
 def demo_raw(wildcards):
     """The demo's raw folder (its truth inside) for a demo cohort; nothing otherwise."""
     if COHORTS[wildcards.cohort].source != "demo":

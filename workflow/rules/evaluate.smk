@@ -17,7 +17,7 @@ rule evaluate_model:
         ),
         run=out("eval_run"),
     params: cfg=cfg("evaluate_model")
-    threads: JOB_THREADS
+    threads: evaluate_threads
     resources: gpu=GPU
     log: log("evaluate_model", "{model}")
     conda: ENV

@@ -225,6 +225,7 @@ def make_demo_cohort(
     voxel_mm_7t: float,
     voxel_mm_1p5t: tuple[float, float, float],
     coef_file: str | None = None,
+    workers: int = 1,
     **strengths,
 ) -> Path:
     """Write a synthetic paired 1.5T/7T cohort into ``raw_dir`` (its raw folder).
@@ -247,7 +248,8 @@ def make_demo_cohort(
     installed that subject is left out with one line on stderr.
 
     ``coef_file``: source ``.grad`` for both scanners (default: gradunwarp's dummy), scaled
-    per scanner (see module doc). ``strengths``: keys of :data:`DEFAULT_STRENGTHS`.
+    per scanner (see module doc). ``workers``: processes writing subjects side by side (the
+    files are the same for any number). ``strengths``: keys of :data:`DEFAULT_STRENGTHS`.
     Deterministic for a seed; returns the samples TSV path.
     """
     unknown = sorted(set(strengths) - set(DEFAULT_STRENGTHS))
@@ -276,13 +278,12 @@ def make_demo_cohort(
     brain_pts = mni.affine[:3, :3] @ brain_idx + mni.affine[:3, 3:4]
     coeff_dir = paths.inside(raw_dir, "demo_coeffs_dir")
     coeff_dir.mkdir(parents=True, exist_ok=True)
-    coef_paths, gnl_info, scanner_coeffs = {}, {"source": str(source)}, {}
+    coef_paths, gnl_info = {}, {"source": str(source)}
     for fld, key in (("7T", "gnl_max_mm_7t"), ("1p5T", "gnl_max_mm_1p5t")):
         scale, unscaled = _gnl_scale(src_coeffs, st[key], brain_pts)
         dst = coeff_dir / f"scanner_{fld}.grad"
         gnl.write_scaled_coefficients(source, dst, scale)
         coef_paths[fld] = dst
-        scanner_coeffs[fld] = gnl.read_coefficients(dst)
         gnl_info[f"scale_{fld}"] = scale
         gnl_info[f"target_max_disp_mm_{fld}"] = st[key]
         gnl_info["unscaled_max_disp_mm"] = unscaled
@@ -292,6 +293,56 @@ def make_demo_cohort(
     )
     write_json(coeff_dir / "coeffs.json", gnl_info)
 
+    tsv = paths.inside(raw_dir, "demo_samples")
+    plan = {
+        "raw_dir": raw_dir,
+        "seed": seed,
+        "voxel_mm_7t": voxel_mm_7t,
+        "voxel_1p5t": voxel_1p5t,
+        "strengths": st,
+        "coef_paths": coef_paths,
+        "gnl_info": gnl_info,
+    }
+    rows = _each_subject(plan, subjects, workers)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(tsv, sep="\t", index=False)
+    return tsv
+
+
+# Relative cost of writing a subject in a fresh process: Colin27's includes its Atropos
+# segmentation (8.5 s, against about 3 s per subject at the demo's 1.2 mm; 2026-12-06).
+SUBJECT_COST = {"colin27": 4.0, "mni152": 1.0}
+
+
+def _each_subject(plan: dict, subjects: list[str], workers: int) -> list[dict]:
+    """:func:`_write_subject` for every subject, the subjects dealt to up to ``workers``
+    processes by their :data:`SUBJECT_COST` (each process loads an anatomy once); the rows
+    in ``subjects``' order. Each subject draws from its own generator, so the files do not
+    depend on ``workers``."""
+    from sr7t.parallel import call_in_processes
+
+    hands: list[list[str]] = [[] for _ in range(max(min(int(workers), len(subjects)), 1))]
+    load = [0.0] * len(hands)
+    for subject in sorted(subjects, key=lambda s: -SUBJECT_COST[subject_anatomy(s)]):
+        k = load.index(min(load))
+        hands[k].append(subject)
+        load[k] += SUBJECT_COST[subject_anatomy(subject)]
+    dealt = call_in_processes(_write_subjects, [(plan, hand) for hand in hands], len(hands))
+    by_subject = {row["subject"]: row for rows in dealt for row in rows}
+    return [by_subject[s] for s in subjects]
+
+
+def _write_subjects(plan: dict, subjects: list[str]) -> list[dict]:
+    return [_write_subject(plan, s) for s in subjects]
+
+
+def _write_subject(plan: dict, subject: str) -> dict:
+    """Simulate and write one demo subject (:func:`make_demo_cohort`'s plan); its samples row."""
+    raw_dir, seed, st = plan["raw_dir"], plan["seed"], plan["strengths"]
+    voxel_mm_7t, voxel_1p5t = plan["voxel_mm_7t"], plan["voxel_1p5t"]
+    coef_paths, gnl_info = plan["coef_paths"], plan["gnl_info"]
+    scanner_coeffs = {fld: gnl.read_coefficients(f) for fld, f in coef_paths.items()}
+    tsv = paths.inside(raw_dir, "demo_samples")
     sigma7 = _antialias_sigma(voxel_mm_7t)
     n_sub = max(3, int(math.ceil(voxel_1p5t[2] / 0.75)))
     sub_thick = voxel_1p5t[2] / n_sub
@@ -300,148 +351,139 @@ def make_demo_cohort(
         _antialias_sigma(voxel_1p5t[1]),
         _antialias_sigma(sub_thick),
     )
+    anatomy = subject_anatomy(subject)
+    channels, mask, tmpl_affine, bbox_mm = load_anatomy(anatomy)
+    ch7 = _blurred_channels(anatomy, (sigma7,) * 3)
+    ch15 = _blurred_channels(anatomy, sig15)
+    inv_tmpl = np.linalg.inv(tmpl_affine)
+    rng = _rng(seed, subject)
+    head_scale = float(np.exp(rng.normal() * st["head_scale_sd"]))
+    deform = _Deformation(rng, st["deform_mm"], bbox_mm)
+    contrasts = {}
+    for fld, base in (("7T", CONTRAST_7T), ("1p5T", CONTRAST_1P5T)):
+        jitter = 1 + rng.uniform(-1, 1, len(CHANNELS)) * st["contrast_jitter"]
+        contrasts[fld] = {c: float(base[c] * j) for c, j in zip(CHANNELS, jitter, strict=True)}
+    angles = rng.uniform(-1, 1, 3) * st["rotation_deg"]
+    shift = rng.uniform(-1, 1, 3) * st["translation_mm"]
+    pose = np.eye(4)
+    pose[:3, :3] = _rotation(angles)
+    pose[:3, 3] = shift
+    pose_inv = np.linalg.inv(pose)
 
-    rows = []
-    tsv = paths.inside(raw_dir, "demo_samples")
-    for subject in subjects:
-        anatomy = subject_anatomy(subject)
-        channels, mask, tmpl_affine, bbox_mm = load_anatomy(anatomy)
-        ch7 = _blurred_channels(anatomy, (sigma7,) * 3)
-        ch15 = _blurred_channels(anatomy, sig15)
-        inv_tmpl = np.linalg.inv(tmpl_affine)
-        rng = _rng(seed, subject)
-        head_scale = float(np.exp(rng.normal() * st["head_scale_sd"]))
-        deform = _Deformation(rng, st["deform_mm"], bbox_mm)
-        contrasts = {}
-        for fld, base in (("7T", CONTRAST_7T), ("1p5T", CONTRAST_1P5T)):
-            jitter = 1 + rng.uniform(-1, 1, len(CHANNELS)) * st["contrast_jitter"]
-            contrasts[fld] = {c: float(base[c] * j) for c, j in zip(CHANNELS, jitter, strict=True)}
-        angles = rng.uniform(-1, 1, 3) * st["rotation_deg"]
-        shift = rng.uniform(-1, 1, 3) * st["translation_mm"]
-        pose = np.eye(4)
-        pose[:3, :3] = _rotation(angles)
-        pose[:3, 3] = shift
-        pose_inv = np.linalg.inv(pose)
+    def to_template(h, deform=deform, head_scale=head_scale, inv_tmpl=inv_tmpl):
+        # head frame (mm) -> template voxel indices; t = h / s + u(h) keeps s = head size
+        t = h / head_scale + deform(h)
+        return inv_tmpl[:3, :3] @ t + inv_tmpl[:3, 3:4]
 
-        def to_template(h, deform=deform, head_scale=head_scale, inv_tmpl=inv_tmpl):
-            # head frame (mm) -> template voxel indices; t = h / s + u(h) keeps s = head size
-            t = h / head_scale + deform(h)
-            return inv_tmpl[:3, :3] @ t + inv_tmpl[:3, 3:4]
+    # Subject brain box in the head frame (deformation <= deform_mm) -> scan FOVs.
+    lo = bbox_mm[0] * head_scale - st["deform_mm"] - FOV_MARGIN_MM
+    hi = bbox_mm[1] * head_scale + st["deform_mm"] + FOV_MARGIN_MM
+    shape7, aff7 = _grid(lo, hi, voxel_mm_7t)
+    corners = np.stack(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1)
+    moved = pose[:3, :3] @ corners + pose[:3, 3:4]
+    shape15, aff15 = _grid(moved.min(1), moved.max(1), voxel_1p5t)
 
-        # Subject brain box in the head frame (deformation <= deform_mm) -> scan FOVs.
-        lo = bbox_mm[0] * head_scale - st["deform_mm"] - FOV_MARGIN_MM
-        hi = bbox_mm[1] * head_scale + st["deform_mm"] + FOV_MARGIN_MM
-        shape7, aff7 = _grid(lo, hi, voxel_mm_7t)
-        corners = np.stack(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1)
-        moved = pose[:3, :3] @ corners + pose[:3, 3:4]
-        shape15, aff15 = _grid(moved.min(1), moved.max(1), voxel_1p5t)
+    # 7T: truth (no GNL) and recorded (GNL) from the same template, one interpolation each.
+    axes7 = [np.arange(n, dtype=np.float64) for n in shape7]
+    c7 = scanner_coeffs["7T"]
 
-        # 7T: truth (no GNL) and recorded (GNL) from the same template, one interpolation each.
-        axes7 = [np.arange(n, dtype=np.float64) for n in shape7]
-        c7 = scanner_coeffs["7T"]
+    def map7(q, c7=c7, to_template=to_template):
+        p, jac = gnl.undistorted_positions_mm(c7, q)
+        return np.concatenate([to_template(q), to_template(p), 1.0 / jac[None]])
 
-        def map7(q, c7=c7, to_template=to_template):
-            p, jac = gnl.undistorted_positions_mm(c7, q)
-            return np.concatenate([to_template(q), to_template(p), 1.0 / jac[None]])
+    m7 = _smooth_map(map7, aff7, axes7)
+    w7 = np.array([contrasts["7T"][c] for c in CHANNELS], dtype=np.float32)
+    w15 = np.array([contrasts["1p5T"][c] for c in CHANNELS], dtype=np.float32)
+    img7 = np.tensordot(w7, ch7, axes=1)
+    truth7 = ndimage.map_coordinates(img7, m7[:3].reshape(3, -1), order=1).reshape(shape7)
+    # The 1.5T contrast through the same map and 7T anti-aliasing: aligned with truth7.
+    truth15 = ndimage.map_coordinates(
+        np.tensordot(w15, ch7, axes=1), m7[:3].reshape(3, -1), order=1
+    ).reshape(shape7)
+    rec7 = ndimage.map_coordinates(img7, m7[3:6].reshape(3, -1), order=1).reshape(shape7)
+    rec7 *= m7[6]
+    brain7 = ndimage.map_coordinates(mask, m7[:3].reshape(3, -1), order=1).reshape(shape7)
+    wm7 = ndimage.map_coordinates(channels[2], m7[:3].reshape(3, -1), order=1)
+    brain7, wm7 = brain7 > 0.5, wm7.reshape(shape7) > 0.5
+    region7 = rec7 > 0.1 * np.percentile(rec7, 99)
+    bias7 = _bias_field(rng, shape7, region7, st["bias_7t"], central=0.8)
+    scan7 = _rician(bias7 * rec7, st["noise_7t"], rng)
 
-        m7 = _smooth_map(map7, aff7, axes7)
-        w7 = np.array([contrasts["7T"][c] for c in CHANNELS], dtype=np.float32)
-        w15 = np.array([contrasts["1p5T"][c] for c in CHANNELS], dtype=np.float32)
-        img7 = np.tensordot(w7, ch7, axes=1)
-        truth7 = ndimage.map_coordinates(img7, m7[:3].reshape(3, -1), order=1).reshape(shape7)
-        # The 1.5T contrast through the same map and 7T anti-aliasing: aligned with truth7.
-        truth15 = ndimage.map_coordinates(
-            np.tensordot(w15, ch7, axes=1), m7[:3].reshape(3, -1), order=1
-        ).reshape(shape7)
-        rec7 = ndimage.map_coordinates(img7, m7[3:6].reshape(3, -1), order=1).reshape(shape7)
-        rec7 *= m7[6]
-        brain7 = ndimage.map_coordinates(mask, m7[:3].reshape(3, -1), order=1).reshape(shape7)
-        wm7 = ndimage.map_coordinates(channels[2], m7[:3].reshape(3, -1), order=1)
-        brain7, wm7 = brain7 > 0.5, wm7.reshape(shape7) > 0.5
-        region7 = rec7 > 0.1 * np.percentile(rec7, 99)
-        bias7 = _bias_field(rng, shape7, region7, st["bias_7t"], central=0.8)
-        scan7 = _rician(bias7 * rec7, st["noise_7t"], rng)
+    # 1.5T: box slice profile = mean of n_sub sub-slices across each thick slice.
+    offsets = (np.arange(n_sub) + 0.5) / n_sub - 0.5
+    zsub = (np.arange(shape15[2])[:, None] + offsets[None]).reshape(-1)
+    axes15 = [np.arange(shape15[0], dtype=np.float64), np.arange(shape15[1], dtype=float), zsub]
+    c15 = scanner_coeffs["1p5T"]
 
-        # 1.5T: box slice profile = mean of n_sub sub-slices across each thick slice.
-        offsets = (np.arange(n_sub) + 0.5) / n_sub - 0.5
-        zsub = (np.arange(shape15[2])[:, None] + offsets[None]).reshape(-1)
-        axes15 = [np.arange(shape15[0], dtype=np.float64), np.arange(shape15[1], dtype=float), zsub]
-        c15 = scanner_coeffs["1p5T"]
+    def map15(q, c15=c15, to_template=to_template, pose_inv=pose_inv):
+        p, jac = gnl.undistorted_positions_mm(c15, q)
+        h = pose_inv[:3, :3] @ p + pose_inv[:3, 3:4]
+        return np.concatenate([to_template(h), 1.0 / jac[None]])
 
-        def map15(q, c15=c15, to_template=to_template, pose_inv=pose_inv):
-            p, jac = gnl.undistorted_positions_mm(c15, q)
-            h = pose_inv[:3, :3] @ p + pose_inv[:3, 3:4]
-            return np.concatenate([to_template(h), 1.0 / jac[None]])
+    m15 = _smooth_map(map15, aff15, axes15)
+    img15 = np.tensordot(w15, ch15, axes=1)
+    sub = ndimage.map_coordinates(img15, m15[:3].reshape(3, -1), order=1)
+    sub = sub.reshape(m15.shape[1:]) * m15[3]
+    rec15 = sub.reshape(*shape15, n_sub).mean(axis=3).astype(np.float32)
+    region15 = rec15 > 0.1 * np.percentile(rec15, 99)
+    bias15 = _bias_field(rng, shape15, region15, st["bias_1p5t"], central=0.2)
+    scan15 = _rician(bias15 * rec15, st["noise_1p5t"], rng)
 
-        m15 = _smooth_map(map15, aff15, axes15)
-        img15 = np.tensordot(w15, ch15, axes=1)
-        sub = ndimage.map_coordinates(img15, m15[:3].reshape(3, -1), order=1)
-        sub = sub.reshape(m15.shape[1:]) * m15[3]
-        rec15 = sub.reshape(*shape15, n_sub).mean(axis=3).astype(np.float32)
-        region15 = rec15 > 0.1 * np.percentile(rec15, 99)
-        bias15 = _bias_field(rng, shape15, region15, st["bias_1p5t"], central=0.2)
-        scan15 = _rician(bias15 * rec15, st["noise_1p5t"], rng)
-
-        # Files.
-        scan_paths = {}
-        for fld, data, aff in (("7T", scan7, aff7), ("1p5T", scan15, aff15)):
-            scan_paths[fld] = paths.inside(raw_dir, "demo_scan", subject=subject, field=fld)
-            save_volume(scan_paths[fld], data, aff)
-        tdir = paths.inside(raw_dir, "demo_truth_dir", subject=subject)
-        save_volume(tdir / "truth_7T.nii.gz", truth7, aff7)
-        save_volume(tdir / "truth_1p5T.nii.gz", truth15, aff7)
-        save_volume(tdir / "brainmask_7T.nii.gz", brain7.astype(np.float32), aff7)
-        save_volume(tdir / "wm_7T.nii.gz", wm7.astype(np.float32), aff7)
-        save_volume(tdir / "bias_7T.nii.gz", bias7, aff7)
-        save_volume(tdir / "bias_1p5T.nii.gz", bias15, aff15)
-        d7, _ = gnl.displacement_at_mm(c7, gnl.voxel_centres_mm(shape7, aff7)[:, brain7])
-        write_json(
-            tdir / "truth.json",
-            {
-                "subject": subject,
-                "seed": seed,
-                "pose_7T_to_1p5T": pose,
-                "pose_1p5T_to_7T": pose_inv,
-                "pose_note": "world-to-world, mm: a head point at 7T scanner x lies at "
-                "pose_7T_to_1p5T @ x in the 1.5T scanner",
-                "rotation_deg_xyz": angles,
-                "translation_mm": shift,
-                "head_scale": head_scale,
-                "deform_max_mm": st["deform_mm"],
-                "contrast_7T": contrasts["7T"],
-                "contrast_1p5T": contrasts["1p5T"],
-                "contrast_channels": "t1 = source T1 intensity (0..1), gm/wm/csf = "
-                "probability maps; white matter is about 1 at 7T",
-                "anatomy": anatomy,
-                "anatomy_source": DESCRIPTIONS[anatomy],
-                "truth_1p5T": "truth_7T's anatomy and grid in contrast_1p5T (no pose, GNL, "
-                "bias, noise; 7T anti-aliasing)",
-                "noise": "rician",
-                "noise_sigma_7T": st["noise_7t"],
-                "noise_sigma_1p5T": st["noise_1p5t"],
-                "bias_log_amplitude_7T": st["bias_7t"],
-                "bias_log_amplitude_1p5T": st["bias_1p5t"],
-                "bias_range_7T": [float(bias7[region7].min()), float(bias7[region7].max())],
-                "bias_range_1p5T": [float(bias15[region15].min()), float(bias15[region15].max())],
-                "voxel_mm_7T": [float(voxel_mm_7t)] * 3,
-                "voxel_mm_1p5T": voxel_1p5t,
-                "slice_profile_1p5T": f"box, mean of {n_sub} sub-slices",
-                "gnl": {
-                    **gnl_info,
-                    "max_disp_mm_7T_in_brain": float(np.linalg.norm(d7, axis=0).max()),
-                },
+    # Files.
+    scan_paths = {}
+    for fld, data, aff in (("7T", scan7, aff7), ("1p5T", scan15, aff15)):
+        scan_paths[fld] = paths.inside(raw_dir, "demo_scan", subject=subject, field=fld)
+        save_volume(scan_paths[fld], data, aff)
+    tdir = paths.inside(raw_dir, "demo_truth_dir", subject=subject)
+    save_volume(tdir / "truth_7T.nii.gz", truth7, aff7)
+    save_volume(tdir / "truth_1p5T.nii.gz", truth15, aff7)
+    save_volume(tdir / "brainmask_7T.nii.gz", brain7.astype(np.float32), aff7)
+    save_volume(tdir / "wm_7T.nii.gz", wm7.astype(np.float32), aff7)
+    save_volume(tdir / "bias_7T.nii.gz", bias7, aff7)
+    save_volume(tdir / "bias_1p5T.nii.gz", bias15, aff15)
+    d7, _ = gnl.displacement_at_mm(c7, gnl.voxel_centres_mm(shape7, aff7)[:, brain7])
+    write_json(
+        tdir / "truth.json",
+        {
+            "subject": subject,
+            "seed": seed,
+            "pose_7T_to_1p5T": pose,
+            "pose_1p5T_to_7T": pose_inv,
+            "pose_note": "world-to-world, mm: a head point at 7T scanner x lies at "
+            "pose_7T_to_1p5T @ x in the 1.5T scanner",
+            "rotation_deg_xyz": angles,
+            "translation_mm": shift,
+            "head_scale": head_scale,
+            "deform_max_mm": st["deform_mm"],
+            "contrast_7T": contrasts["7T"],
+            "contrast_1p5T": contrasts["1p5T"],
+            "contrast_channels": "t1 = source T1 intensity (0..1), gm/wm/csf = "
+            "probability maps; white matter is about 1 at 7T",
+            "anatomy": anatomy,
+            "anatomy_source": DESCRIPTIONS[anatomy],
+            "truth_1p5T": "truth_7T's anatomy and grid in contrast_1p5T (no pose, GNL, "
+            "bias, noise; 7T anti-aliasing)",
+            "noise": "rician",
+            "noise_sigma_7T": st["noise_7t"],
+            "noise_sigma_1p5T": st["noise_1p5t"],
+            "bias_log_amplitude_7T": st["bias_7t"],
+            "bias_log_amplitude_1p5T": st["bias_1p5t"],
+            "bias_range_7T": [float(bias7[region7].min()), float(bias7[region7].max())],
+            "bias_range_1p5T": [float(bias15[region15].min()), float(bias15[region15].max())],
+            "voxel_mm_7T": [float(voxel_mm_7t)] * 3,
+            "voxel_mm_1p5T": voxel_1p5t,
+            "slice_profile_1p5T": f"box, mean of {n_sub} sub-slices",
+            "gnl": {
+                **gnl_info,
+                "max_disp_mm_7T_in_brain": float(np.linalg.norm(d7, axis=0).max()),
             },
-        )
-        rel = tsv.parent
-        rows.append(
-            {
-                "subject": subject,
-                "scan_1p5T": str(scan_paths["1p5T"].relative_to(rel)),
-                "scan_7T": str(scan_paths["7T"].relative_to(rel)),
-                "coef_1p5T": str(coef_paths["1p5T"].relative_to(rel)),
-                "coef_7T": str(coef_paths["7T"].relative_to(rel)),
-            }
-        )
-    tsv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(tsv, sep="\t", index=False)
-    return tsv
+        },
+    )
+    rel = tsv.parent
+    return {
+        "subject": subject,
+        "scan_1p5T": str(scan_paths["1p5T"].relative_to(rel)),
+        "scan_7T": str(scan_paths["7T"].relative_to(rel)),
+        "coef_1p5T": str(coef_paths["1p5T"].relative_to(rel)),
+        "coef_7T": str(coef_paths["7T"].relative_to(rel)),
+    }

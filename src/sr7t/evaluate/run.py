@@ -165,6 +165,7 @@ def evaluate_model(
     train_files: list[str] | None = None,
     flips: int | None = None,
     tile: int | None = None,
+    cores: int = 1,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -182,9 +183,61 @@ def evaluate_model(
     training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
     applies. ``flips``: test-time plane flips instead of the model's own (a choice made on
     validation subjects); ``tile``: the inference tile instead of the model's own (0: whole
-    planes; :func:`sr7t.models.predict.inference_tile`). Returns the table
-    (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
+    planes; :func:`sr7t.models.predict.inference_tile`). ``cores``: on CPU, up to that many
+    subjects are scored side by side, each in its own process with its share of the cores
+    (the scores do not depend on it).
+    Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
+    if model_name not in BASELINE_ORDER and not model_file:
+        raise ValueError(f"model {model_name} needs --model-file")
+    cmap = None
+    if model_name in MAPPED_BASELINES:
+        if not train_files:
+            raise ValueError(f"baseline {model_name} needs the training subjects (train_files)")
+        cmap = training_contrast_map(train_files)
+    plan = {
+        "model_name": model_name,
+        "model_file": model_file,
+        "flips": flips,
+        "tile": tile,
+        "device": device,
+        "cfg": cfg,
+        "truth_root": truth_root,
+        "pred_pattern": pred_pattern,
+        "std_pattern": std_pattern,
+        "cmap": cmap,
+    }
+    workers = min(int(cores), len(test_files)) if (device or "cpu") == "cpu" else 1
+    if workers > 1:
+        from sr7t.parallel import call_in_processes
+
+        calls = [(plan, f) for f in test_files]
+        per_subject = call_in_processes(_subject_rows, calls, workers, int(cores) // workers)
+    else:
+        loaded = _load_model(plan)
+        per_subject = [_subject_rows(plan, f, loaded) for f in test_files]
+    rows = [row for subject_rows in per_subject for row in subject_rows]
+    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
+    return table
+
+
+def _load_model(plan: dict) -> tuple:
+    """(model, meta) of a learned model with the plan's flips and tile; (None, None) for a
+    baseline."""
+    if plan["model_name"] in BASELINE_ORDER:
+        return None, None
+    from sr7t.models.bundle import load_bundle
+    from sr7t.models.predict import with_flips, with_tile
+
+    model, meta = load_bundle(plan["model_file"], device=plan["device"])
+    return model, with_tile(with_flips(meta, plan["flips"]), plan["tile"])
+
+
+def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> list[dict]:
+    """:func:`evaluate_model`'s rows of one held-out subject (``loaded``: the model, loaded
+    here when None)."""
     from sr7t.evaluate.cells import (
         AXIS_NAMES,
         cell_input,
@@ -195,149 +248,132 @@ def evaluate_model(
     )
     from sr7t.evaluate.metrics import contrast_neutral_metrics
 
-    model = meta = None
-    if model_name not in BASELINE_ORDER:
-        from sr7t.models.bundle import load_bundle
-
-        if not model_file:
-            raise ValueError(f"model {model_name} needs --model-file")
-        from sr7t.models.predict import with_flips, with_tile
-
-        model, meta = load_bundle(model_file, device=device)
-        meta = with_tile(with_flips(meta, flips), tile)
-    cmap = None
-    if model_name in MAPPED_BASELINES:
-        if not train_files:
-            raise ValueError(f"baseline {model_name} needs the training subjects (train_files)")
-        cmap = training_contrast_map(train_files)
+    model, meta = loaded if loaded is not None else _load_model(plan)
+    model_name, cfg, cmap, device = plan["model_name"], plan["cfg"], plan["cmap"], plan["device"]
+    truth_root, pred_pattern = plan["truth_root"], plan["pred_pattern"]
+    std_pattern = plan["std_pattern"]
     rows = []
     reference_labels: dict = {}
-    for test_file in test_files:
-        arrays = load_subject(test_file)
-        subject = Path(test_file).name.removesuffix(".npz")
-        truth = None
-        if truth_root is not None:
-            truth = load_truth(Path(truth_root) / subject, subject, arrays)
-        elif "target" not in arrays:
-            raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
-        cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
-        context = context_voxels(cfg, arrays["spacing_mm"])
-        for cell in cells:
-            inp = cell_input(cell, arrays, truth, float(cfg["noise"]))
-            box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], context)
-            inner = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"])
-            local = tuple(
-                slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
+    arrays = load_subject(test_file)
+    subject = Path(test_file).name.removesuffix(".npz")
+    truth = None
+    if truth_root is not None:
+        truth = load_truth(Path(truth_root) / subject, subject, arrays)
+    elif "target" not in arrays:
+        raise ValueError(f"{test_file}: no 7T target, cannot evaluate subject {subject}")
+    cells = eval_cells(subject, truth is not None, cfg, float(arrays["native_slice_mm"]))
+    context = context_voxels(cfg, arrays["spacing_mm"])
+    for cell in cells:
+        inp = cell_input(cell, arrays, truth, float(cfg["noise"]))
+        box = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"], context)
+        inner = roi(inp["mask"], arrays["spacing_mm"], cfg["roi_mm"])
+        local = tuple(
+            slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True)
+        )
+        warning, t0, spread = "", time.perf_counter(), None
+        if model is None:
+            pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
+            pred = pred[inner] if cmap is None else quantile_map(pred[inner], cmap)
+        else:
+            from sr7t.models.predict import (
+                check_input_spacing,
+                input_order,
+                predict_volume,
+                sampling_start,
             )
-            warning, t0, spread = "", time.perf_counter(), None
-            if model is None:
-                pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
-                pred = pred[inner] if cmap is None else quantile_map(pred[inner], cmap)
+
+            warning = check_input_spacing(meta, inp["slice_mm"]) or ""
+            base = inp["bspline"] if input_order(meta) == 3 else inp["t1"]
+            condition = np.concatenate([base[None], arrays["condition"][1:]], axis=0)[
+                (slice(None), *box)
+            ]
+            n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
+
+            def sample(start=None, seed=0, condition=condition, inp=inp, local=local):
+                return predict_volume(
+                    model,
+                    meta,
+                    condition,
+                    batch_size=int(cfg["batch_size"]),
+                    device=device,
+                    progress=False,
+                    seed=seed,
+                    thick_axis=inp["thick_axis"],
+                    slice_mm=inp["slice_mm"],
+                    inplane_mm=inp["inplane_mm"],
+                    start=start,
+                    region=local,
+                )
+
+            # The prediction follows the model's plan (sampling_start); with several
+            # samples their spread (noise-started) is the uncertainty, and a noise-started
+            # plan scores their mean.
+            draws = [sample("noise", seed) for seed in range(n_samples)] if n_samples > 1 else []
+            if draws and sampling_start(meta) == "noise":
+                pred = np.mean(draws, axis=0)
             else:
-                from sr7t.models.predict import (
-                    check_input_spacing,
-                    input_order,
-                    predict_volume,
-                    sampling_start,
-                )
-
-                warning = check_input_spacing(meta, inp["slice_mm"]) or ""
-                base = inp["bspline"] if input_order(meta) == 3 else inp["t1"]
-                condition = np.concatenate([base[None], arrays["condition"][1:]], axis=0)[
-                    (slice(None), *box)
-                ]
-                n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
-
-                def sample(start=None, seed=0, condition=condition, inp=inp, local=local):
-                    return predict_volume(
-                        model,
-                        meta,
-                        condition,
-                        batch_size=int(cfg["batch_size"]),
-                        device=device,
-                        progress=False,
-                        seed=seed,
-                        thick_axis=inp["thick_axis"],
-                        slice_mm=inp["slice_mm"],
-                        inplane_mm=inp["inplane_mm"],
-                        start=start,
-                        region=local,
-                    )
-
-                # The prediction follows the model's plan (sampling_start); with several
-                # samples their spread (noise-started) is the uncertainty, and a noise-started
-                # plan scores their mean.
-                draws = (
-                    [sample("noise", seed) for seed in range(n_samples)] if n_samples > 1 else []
-                )
-                if draws and sampling_start(meta) == "noise":
-                    pred = np.mean(draws, axis=0)
-                else:
-                    pred = sample()
-                spread = np.std(draws, axis=0) if draws else None
-            seconds = time.perf_counter() - t0
-            if warning:
-                log.warning("%s %s: %s", model_name, subject, warning)
-            reference, mask = inp["reference"][inner], inp["mask"][inner]
-            scores = contrast_neutral_metrics(pred, reference, mask, inp["thick_axis"])
-            scores["uncertainty_error_corr"] = (
-                uncertainty_error_correlation(pred, spread, reference, mask)
-                if spread is not None
-                else np.nan
-            )
-            axis_name = AXIS_NAMES[cell.axis]
-            label = cell_label(cell)
-            if cfg["tissue"] and cell == tissue_cell(cells):
-                scores |= _tissue_scores(pred, reference, mask, reference_labels, subject)
+                pred = sample()
+            spread = np.std(draws, axis=0) if draws else None
+        seconds = time.perf_counter() - t0
+        if warning:
+            log.warning("%s %s: %s", model_name, subject, warning)
+        reference, mask = inp["reference"][inner], inp["mask"][inner]
+        scores = contrast_neutral_metrics(pred, reference, mask, inp["thick_axis"])
+        scores["uncertainty_error_corr"] = (
+            uncertainty_error_correlation(pred, spread, reference, mask)
+            if spread is not None
+            else np.nan
+        )
+        axis_name = AXIS_NAMES[cell.axis]
+        label = cell_label(cell)
+        if cfg["tissue"] and cell == tissue_cell(cells):
+            scores |= _tissue_scores(pred, reference, mask, reference_labels, subject)
+        save_volume(
+            pred_pattern.format(subject=subject, cell=label),
+            np.where(mask, pred, 0.0).astype(np.float32),
+            _crop_affine(arrays["affine"], inner),
+        )
+        if spread is not None and std_pattern is not None:
             save_volume(
-                pred_pattern.format(subject=subject, cell=label),
-                np.where(mask, pred, 0.0).astype(np.float32),
+                std_pattern.format(subject=subject, cell=label),
+                np.where(mask, spread, 0.0).astype(np.float32),
                 _crop_affine(arrays["affine"], inner),
             )
-            if spread is not None and std_pattern is not None:
-                save_volume(
-                    std_pattern.format(subject=subject, cell=label),
-                    np.where(mask, spread, 0.0).astype(np.float32),
-                    _crop_affine(arrays["affine"], inner),
-                )
-            if model is None:
-                steps, n_params, macs = 0, 0, 0
-            else:
-                steps, n_params = int(meta["sampling_steps"]), int(meta["param_count"])
-                macs = int(meta.get("macs_per_slice", 0))
-            rows.append(
-                {
-                    "model": model_name,
-                    "resolution_mm": float(inp["slice_mm"]),
-                    "subject": subject,
-                    # the isotropic check is its own input kind: never pooled with thick slices
-                    "input": "iso" if cell.axis < 0 else cell.kind,
-                    "axis": axis_name,
-                    **{k: scores[k] for k in SCORE_COLUMNS},
-                    **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
-                    "uncertainty_error_corr": scores["uncertainty_error_corr"],
-                    "seconds": seconds,
-                    "input_slice_mm": float(inp["slice_mm"]),
-                    "reference": "truth" if truth is not None else "processed_7T",
-                    "sampling_steps": steps,
-                    "params": n_params,
-                    "macs_per_slice": macs,
-                    "warning": warning,
-                }
-            )
-            log.info(
-                "%s %s %s: PSNR %.2f dB, SSIM %.4f, %.1f s",
-                model_name,
-                subject,
-                label,
-                scores["psnr"],
-                scores["ssim"],
-                seconds,
-            )
-    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
-    return table
+        if model is None:
+            steps, n_params, macs = 0, 0, 0
+        else:
+            steps, n_params = int(meta["sampling_steps"]), int(meta["param_count"])
+            macs = int(meta.get("macs_per_slice", 0))
+        rows.append(
+            {
+                "model": model_name,
+                "resolution_mm": float(inp["slice_mm"]),
+                "subject": subject,
+                # the isotropic check is its own input kind: never pooled with thick slices
+                "input": "iso" if cell.axis < 0 else cell.kind,
+                "axis": axis_name,
+                **{k: scores[k] for k in SCORE_COLUMNS},
+                **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
+                "uncertainty_error_corr": scores["uncertainty_error_corr"],
+                "seconds": seconds,
+                "input_slice_mm": float(inp["slice_mm"]),
+                "reference": "truth" if truth is not None else "processed_7T",
+                "sampling_steps": steps,
+                "params": n_params,
+                "macs_per_slice": macs,
+                "warning": warning,
+            }
+        )
+        log.info(
+            "%s %s %s: PSNR %.2f dB, SSIM %.4f, %.1f s",
+            model_name,
+            subject,
+            label,
+            scores["psnr"],
+            scores["ssim"],
+            seconds,
+        )
+    return rows
 
 
 def uncertainty_error_correlation(mean, std, reference, mask) -> float:
