@@ -14,16 +14,16 @@ rule demo_cohort:
     output:
         raw=directory(out("demo_raw_dir")),
     params: cfg=demo_config
-    # its subjects side by side, one process each (Snakemake gives it at most --cores): every
-    # demo subject's chain starts with it
-    threads: 4
+    # its subjects dealt to two processes (sr7t.cohort.demo): every demo subject's chain
+    # starts with it
+    threads: 2
     log: log("demo_cohort")
     conda: ENV
     script: STAGE
 
 
 rule ingest:
-    priority: teacher_subjects_first
+    priority: teacher_subjects_first("ingest")
     input:
         unpack(raw_inputs(*RAW_KEYS)),
     output:

@@ -11,7 +11,7 @@ from sr7t.cohort.ingest import preflight
 from sr7t.cohort.samples import load_cohort, usable_after
 from sr7t.config import resolve_workflow_config
 from sr7t.infer import bids as BIDS
-from sr7t.infer.source import model_source
+from sr7t.infer.source import final_model, model_source
 from sr7t.io import read_json
 from sr7t.stages import QC_INPUTS, SUBJECT_FIGURES, stage_config
 
@@ -122,11 +122,25 @@ def subject_record(wildcards):
     return COHORTS[wildcards.cohort].subjects[wildcards.subject]
 
 
-def teacher_subjects_first(wildcards):
-    """Priority of a subject's preprocessing: the training and validation subjects' go first,
-    so the teacher (the longest chain's head) starts before the test subjects are ready;
-    theirs runs beside it."""
-    return 5 if subject_record(wildcards).split in ("train", "val") else 0
+# Each preprocessing job of a training or validation subject by the longest chain left from it
+# to the subject's dataset file (seconds in the 1.2 mm demo: ingest 3, gradunwarp 9, N4 of
+# the 7T 26 and of the 1.5T 6, register 14, dataset 10): when a core frees, the job heading
+# the longest chain goes first, so that no subject's chain is left to run alone at the end
+# while the teacher waits (critical-path list scheduling).
+CHAIN_RANK = {"ingest": 6, "gradunwarp": 5, "n4_7T": 4, "n4_1p5T": 3, "register": 2, "dataset": 1}
+
+
+def teacher_subjects_first(step):
+    """Priority function of preprocessing step ``step``: the training and validation
+    subjects' jobs go first (:data:`CHAIN_RANK`), so the teacher (the longest chain's head)
+    starts before the test subjects are ready; theirs (0) runs beside it."""
+
+    def priority(wildcards):
+        if subject_record(wildcards).split not in ("train", "val"):
+            return 0
+        return CHAIN_RANK[f"n4_{wildcards.field}" if step == "n4" else step]
+
+    return priority
 
 
 def per_subject(name, split=None, **fields):
@@ -187,7 +201,7 @@ def evaluate_threads(wildcards):
     """Threads of a model's evaluation: twice a job's for the final model's, which ends the
     longest chain with nothing left to run beside it (its subjects are scored side by side,
     sr7t.evaluate.run), a job's for the others, which run beside training."""
-    return 2 * JOB_THREADS if wildcards.model == LEARNED_MODELS[-1] else JOB_THREADS
+    return 2 * JOB_THREADS if wildcards.model == final_model(config) else JOB_THREADS
 
 
 def demo_raw(wildcards):

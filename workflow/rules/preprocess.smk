@@ -6,7 +6,7 @@
 
 
 rule gradunwarp:
-    priority: teacher_subjects_first
+    priority: teacher_subjects_first("gradunwarp")
     input:
         unpack(raw_inputs("coef_1p5T", "coef_7T")),
         scan_7T=out("ingest_scan", field="7T"),
@@ -23,7 +23,7 @@ rule gradunwarp:
 
 
 rule n4:
-    priority: teacher_subjects_first
+    priority: teacher_subjects_first("n4")
     input:
         scan=n4_input,
     output:
@@ -39,7 +39,7 @@ rule n4:
 
 
 rule register:
-    priority: teacher_subjects_first
+    priority: teacher_subjects_first("register")
     input:
         moving=out("n4_corrected", field="1p5T"),
         fixed=out("n4_corrected", field="7T"),
@@ -82,7 +82,7 @@ rule preprocess_qc:
 
 
 rule dataset:
-    priority: teacher_subjects_first
+    priority: teacher_subjects_first("dataset")
     input:
         reg_1p5T=out("reg_1p5T"),
         reg_bias=out("reg_bias"),
