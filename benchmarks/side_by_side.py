@@ -4,11 +4,13 @@
   written by ``make_demo_cohort(workers=1)`` and ``workers=2``, each in a fresh process (as
   in the workflow: the anatomies and Colin27's segmentation are loaded cold); the files are
   compared byte for byte.
-- ``evaluate_model`` of the config's final model on the test subjects with ``cores=1`` and
-  ``cores=2``; the tables are compared (not the Atropos tissue columns, which move by about
-  1e-4 from run to run, nor the per-cell seconds).
+- ``evaluate_model`` of the config's final model on the test subjects in one process with
+  one torch thread (the job before), in one with two, and with ``cores=2`` (two one-thread
+  processes, the workflow's job now); the tables are compared (not the Atropos tissue
+  columns, which move by about 1e-4 from run to run, nor the per-cell seconds).
 
-Runs in turns (1, 2, 2, 1) on one machine; wall seconds, the ratio from the means. Reads the
+Runs in turns (A B C C B A) on one machine, one thread per process unless said; wall
+seconds and their means. Reads the
 workflow's results for the evaluation (dataset files, the final model, the demo's truth).
 
     .venv/bin/python benchmarks/side_by_side.py [--only synth|evaluate]
@@ -61,7 +63,8 @@ def synth(cfg: dict, cohort: str) -> list[dict]:
             )
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True, env=os.environ | ONE_THREAD)
-            rows.append({"job": "demo_cohort", "processes": workers, "wall_s": _seconds(t0)})
+            row = {"job": "demo_cohort", "processes": workers, "threads": 1}
+            rows.append(row | {"wall_s": _seconds(t0)})
             print(rows[-1], flush=True)
             digests.setdefault(workers, _digest(out))
     same = digests[1] == digests[2]
@@ -70,17 +73,22 @@ def synth(cfg: dict, cohort: str) -> list[dict]:
 
 
 def evaluate(cfg: dict, results: Path, cohort: str) -> list[dict]:
+    import torch
+
     from sr7t.evaluate.run import TISSUE_COLUMNS, evaluate_model
     from sr7t.infer.source import final_model
 
-    os.environ.update(ONE_THREAD)
     model = final_model(cfg)
     bundle = str(paths.path("model", results, cohort=cohort, model=model))
     truth = paths.path("demo_truth_root", results, cohort=cohort)
     test = split_files(results, cohort)["test"]
+    # (processes, torch threads of this process): the job before (one thread), the same job
+    # given two threads, and two one-thread processes (the workflow's now)
+    variants = [(1, 1), (1, 2), (2, 1)]
     rows, tables = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k, cores in enumerate(ORDER):
+        for k, (cores, threads) in enumerate(variants + variants[::-1]):
+            torch.set_num_threads(threads)
             out = Path(tmp) / f"run{k}"
             t0 = time.perf_counter()
             table = evaluate_model(
@@ -94,7 +102,12 @@ def evaluate(cfg: dict, results: Path, cohort: str) -> list[dict]:
                 cores=cores,
             )
             rows.append(
-                {"job": f"evaluate_model {model}", "processes": cores, "wall_s": _seconds(t0)}
+                {
+                    "job": f"evaluate_model {model}",
+                    "processes": cores,
+                    "threads": threads,
+                    "wall_s": _seconds(t0),
+                }
             )
             print(rows[-1], flush=True)
             tables.setdefault(cores, table.drop(columns=["seconds", *TISSUE_COLUMNS]))
@@ -125,9 +138,8 @@ def main(argv=None) -> int:
     if None in rows:
         return 1
     table = pd.DataFrame(rows)
-    mean = table.groupby(["job", "processes"], sort=False)["wall_s"].mean().unstack()
-    mean["ratio"] = (mean[1] / mean[2]).round(2)
-    print(mean.to_string())
+    mean = table.groupby(["job", "processes", "threads"], sort=False)["wall_s"].mean()
+    print(mean.to_frame("mean wall_s").to_string())
     return 0
 
 
