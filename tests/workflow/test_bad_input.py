@@ -130,7 +130,8 @@ def test_a_cohort_whose_only_test_subject_is_bad_stops_at_start(tmp_path):
 
 
 def test_the_teachers_subjects_are_preprocessed_first(tmp_path):
-    # a and e train, d is the test subject: its preprocessing may wait for the teacher's
+    # a and e train, d is the test subject: its preprocessing may wait for the teacher's;
+    # theirs goes longest-chain-first (CHAIN_RANK: ingest, gradunwarp, the 7T's N4, ...)
     work = _sheet_cohort(tmp_path)
     proc = _snakemake(work, "-n")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -139,8 +140,14 @@ def test_the_teachers_subjects_are_preprocessed_first(tmp_path):
         rule = re.match(r"(?:local)?rule (\w+):", block.strip())
         who = re.search(r"wildcards: .*subject=([^,\s]+)", block)
         if rule and who and rule.group(1) in SEVEN_T_RULES | {"ingest"}:
+            field = re.search(r"wildcards: .*field=(\w+)", block)
+            step = rule.group(1) + (f"_{field.group(1)}" if field else "")
             level = re.search(r"priority: (\d+)", block)
-            priority[rule.group(1), who.group(1)] = int(level.group(1)) if level else 0
-    for rule in SEVEN_T_RULES | {"ingest"}:
-        assert priority[rule, "a"] == priority[rule, "e"] == 5, rule
-        assert priority[rule, "d"] == 0, rule
+            priority[step, who.group(1)] = int(level.group(1)) if level else 0
+    chain = ["ingest", "gradunwarp", "n4_7T", "n4_1p5T", "register", "dataset"]
+    assert {step for step, _ in priority} == set(chain)
+    for step in chain:
+        assert priority[step, "a"] == priority[step, "e"] > 0, step
+        assert priority[step, "d"] == 0, step
+    ranks = [priority[step, "a"] for step in chain]
+    assert ranks == sorted(ranks, reverse=True) and len(set(ranks)) == len(ranks)
