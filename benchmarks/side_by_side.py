@@ -33,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort import cohort_args, resolved_config, split_files  # noqa: E402
 
 from sr7t import paths  # noqa: E402
+from sr7t.parallel import THREAD_VARIABLES  # noqa: E402
 
-ONE_THREAD = dict.fromkeys(
-    ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"), "1"
-)
+ONE_THREAD = dict.fromkeys(THREAD_VARIABLES, "1")
 ORDER = (1, 2, 2, 1)
 
 

@@ -16,6 +16,8 @@ import logging
 import signal
 import sys
 
+from sr7t import LOG_FORMAT
+
 log = logging.getLogger("sr7t")
 
 
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     return args.fn(args)
 

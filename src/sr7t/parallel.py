@@ -16,6 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from sr7t import LOG_FORMAT
+
+# What sets the threads of ITK, OpenMP (torch) and MKL: read when they load
 THREAD_VARIABLES = ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -69,7 +72,7 @@ def _main() -> None:
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     fn, args = pickle.load(sys.stdin.buffer)
     try:

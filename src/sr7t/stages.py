@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sr7t import paths
+from sr7t import LOG_FORMAT, paths
+from sr7t.parallel import THREAD_VARIABLES
 
 log = logging.getLogger("sr7t")
 
@@ -145,7 +146,7 @@ def run(
         logging.basicConfig(
             level=logging.INFO,
             stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            format=LOG_FORMAT,
             force=True,
         )
         # SLURM ends a job at its time limit (or scancel) with SIGTERM: as KeyboardInterrupt,
@@ -232,7 +233,7 @@ def set_threads(n: int | None) -> None:
     is already loaded."""
     if not n:
         return
-    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
