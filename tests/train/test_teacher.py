@@ -294,3 +294,28 @@ def test_bf16_training_on_cpu_runs_its_convolutions_in_bf16(files, tmp_path, mon
     model, _ = load_bundle(tmp_path / "m.pt")
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
     assert summary["steps"] == 6 and summary["autocast"] == "bfloat16"
+
+
+def test_auto_gives_the_longest_chain_one_loader_process_and_the_regression_none():
+    from sr7t.train.loop import loader_workers
+
+    assert [loader_workers("auto", k) for k in ("teacher", "student_stage2", "regression")] == [
+        1,
+        1,
+        0,
+    ]
+    assert loader_workers(3, "regression") == 3 and loader_workers(0, "teacher") == 0
+
+
+def test_a_loader_process_gives_the_same_model(files, tmp_path):
+    """The teacher trained with its examples made in a loader process is the one trained with
+    them made in its own process, bit for bit: each example is drawn from its index."""
+    models = []
+    for workers in (0, 1):
+        cfg = tiny_config(data={"num_workers": workers}, teacher={"checkpoint_every": 1000})
+        out = tmp_path / f"w{workers}.pt"
+        summary = train_teacher(files[:2], [], cfg, out, tmp_path / f"ck{workers}")
+        assert summary["loader_workers"] == workers and summary["processor"]
+        models.append(load_bundle(out, "cpu")[0])
+    a, b = models
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))

@@ -74,6 +74,37 @@ RESUME_FREE = frozenset(
 KEEP_CHECKPOINTS = 2
 
 
+def processor_name(device: torch.device) -> str:
+    """What the job computed on, for its summary: the GPU's name, else the CPU's model (from
+    /proc/cpuinfo where there is one). Runs of one config and seed on different processors
+    give different models (other kernels, other rounding), as another seed does."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def loader_workers(setting: int | str, kind: str) -> int:
+    """Data-loader processes of a training job of ``kind`` for ``data.num_workers``
+    (``setting``): a number as it is; ``auto``: one for the teacher and the distillation
+    stages, none for the regression baseline. The teacher and its stages are the workflow's
+    longest chain: a loader process makes their examples beside their steps, on a core the
+    jobs beside them share (on 2 cores the demo took 17 min 06 s against 18 min 43 s without,
+    README § Benchmarks), where one for the regression baseline too would take that core back
+    from the chain. The examples, so the models, are the same either way (each is drawn from
+    its own index: :class:`StepBatches`)."""
+    if setting == "auto":
+        return 0 if kind == "regression" else 1
+    return int(setting)
+
+
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """The CPU generator for the noise and times of one step on one rank."""
     return torch.Generator(device="cpu").manual_seed(
@@ -594,7 +625,7 @@ class DiffusionTrainer:
 
         total = self.total_steps
         batches = StepBatches(start, total, int(cfg["batch_size"]), self.rank, self.world)
-        workers = int(self.data_cfg["num_workers"])
+        workers = loader_workers(self.data_cfg["num_workers"], self.kind)
         loader = DataLoader(
             train_ds, batch_sampler=batches, num_workers=workers, persistent_workers=False
         )
@@ -685,8 +716,10 @@ class DiffusionTrainer:
             **cost,
             **scores,
             "device": str(self.device),
+            "processor": processor_name(self.device),
             "autocast": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "world_size": self.world,
+            "loader_workers": workers,
         }
 
     def emit(self, record: dict, step: int) -> None:
