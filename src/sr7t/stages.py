@@ -588,7 +588,8 @@ def _trained(o: dict, job: Job, train: Callable, *args) -> None:
     )
     write_json(o["summary"], summary)
     job.tracker.log_metrics(numbers_only(summary))
-    job.tracker.log_params({k: summary[k] for k in ("device", "autocast") if k in summary})
+    kept = ("device", "processor", "autocast", "loader_workers")
+    job.tracker.log_params({k: summary[k] for k in kept if k in summary})
     job.tracker.log_artifact(o["summary"])
     # under torchrun only rank 0 gets the metrics: the other ranks must not overwrite its files
     if os.environ.get("RANK", "0") == "0":
