@@ -110,3 +110,100 @@ def test_uncertainty_correlation_sees_a_spread_that_tracks_the_error():
     good = uncertainty_error_correlation(mean, err_scale, ref, mask)
     blind = uncertainty_error_correlation(mean, rng.random(ref.shape), ref, mask)
     assert good > 0.5 and abs(blind) < 0.1
+
+
+def test_stress_cells_come_along_every_axis_as_their_own_input_kind():
+    cfg = {**CFG, "stress": ["gauss", "thick8"], "stress_mm": 4.0}
+    cells = eval_cells("s", True, cfg, native_slice_mm=3.0)
+    stressed = [c for c in cells if c.stress]
+    assert [(c.stress, c.axis, c.slice_mm) for c in stressed] == [
+        ("gauss", 0, 4.0), ("gauss", 1, 4.0), ("gauss", 2, 4.0),
+        ("thick8", 0, 8.0), ("thick8", 1, 8.0), ("thick8", 2, 8.0),
+    ]  # fmt: skip
+    assert {c.input_kind for c in stressed} == {"stress-gauss", "stress-thick8"}
+    assert cell_label(stressed[0]) == "stress-gauss-x-4mm"
+    # the main protocol's cells and the tissue cell do not move
+    assert [c for c in cells if not c.stress] == eval_cells("s", True, CFG, 3.0)
+    assert tissue_cell(cells) == Cell("s", "sim", 2, 4.0)
+    assert not [c for c in eval_cells("s", False, cfg, 3.0) if c.stress]  # no truth: none
+    with pytest.raises(ValueError, match="unknown 'blur'"):
+        eval_cells("s", True, {**cfg, "stress": ["blur"]}, 3.0)
+
+
+def test_the_schema_offers_every_stress_and_no_other():
+    from importlib.resources import files
+
+    import yaml
+
+    from sr7t.evaluate.cells import STRESS
+
+    schema = yaml.safe_load((files("sr7t") / "schemas" / "config.schema.yaml").read_text())
+    offered = schema["properties"]["evaluate"]["properties"]["stress"]["items"]["enum"]
+    assert offered == list(STRESS)
+
+
+def _stressed(name, axis=2, noise=0.0, arrays_truth=None):
+    arrays, truth = arrays_truth or _subject()
+    spacing = 4.0 if name != "thick8" else 8.0
+    return cell_input(Cell("s", "sim", axis, spacing, name), arrays, truth, noise=noise)
+
+
+def _box(axis):
+    return cell_input(Cell("s", "sim", axis, 4.0), *_subject(), noise=0.0)
+
+
+@pytest.mark.parametrize("name", ["gauss", "offset", "gap", "inplane"])
+def test_each_acquisition_stress_changes_the_input_and_keeps_it_thick(name):
+    inp, box = _stressed(name), _box(2)
+    assert inp["thick_axis"] == 2 and inp["slice_mm"] == 4.0
+    assert not np.allclose(inp["t1"], box["t1"], atol=1e-3)
+    assert np.array_equal(inp["reference"], box["reference"])
+    assert np.array_equal(inp["mask"], box["mask"])
+    assert inp["inplane_mm"] == (2.5 if name == "inplane" else 1.0)
+
+
+def test_a_gap_keeps_more_detail_than_a_full_box_and_the_inplane_stress_blurs_in_plane():
+    truth = _subject()[1]["truth_1p5T"]
+    inner = (slice(4, -4),) * 3
+
+    def err(inp):
+        return np.abs(inp["t1"] - truth / np.percentile(truth, 99))[inner].mean()
+
+    gap, gauss, box = _stressed("gap"), _stressed("gauss"), _box(2)
+    # thinner slices average less of the texture away from each slice centre
+    assert (
+        np.abs(np.diff(gap["t1"], axis=2))[inner].mean()
+        > np.abs(np.diff(box["t1"], axis=2))[inner].mean()
+    )
+    assert err(gauss) > 0  # a real change, scored below
+    inplane = _stressed("inplane")
+    for axis in (0, 1):
+        rough = np.abs(np.diff(inplane["t1"], axis=axis))[inner].mean()
+        assert rough < 0.7 * np.abs(np.diff(box["t1"], axis=axis))[inner].mean()
+
+
+def test_contrast_bias_and_noise_stresses_change_the_intensities_as_named():
+    box = _box(2)
+    mask = box["mask"]
+    # slices as fine as the grid, no noise: the input is the truth to the power 0.5
+    arrays, truth = _subject()
+    fine = cell_input(Cell("s", "sim", 2, 1.0, "contrast"), arrays, truth, noise=0.0)
+    root = np.sqrt(truth["truth_1p5T"])
+    root /= np.percentile(root[mask], 99)
+    np.testing.assert_allclose(fine["t1"][mask], root[mask], rtol=2e-3, atol=2e-3)
+    contrast = _stressed("contrast")
+    assert np.abs(contrast["t1"] - box["t1"])[mask].mean() > 0.05
+    bias = _stressed("bias")
+    ratio = bias["t1"][mask] / np.maximum(box["t1"][mask], 1e-3)
+    assert 1.1 < ratio.max() / ratio.min() < 1.28**2 * 1.05
+    quiet = _stressed("gauss", noise=0.0)
+    loud = _stressed("noise", noise=0.0)  # its own sigma, whatever evaluate.noise says
+    assert np.std(loud["t1"][mask] - quiet["t1"][mask]) > 0.01
+    again = _stressed("noise", noise=0.0)
+    assert np.array_equal(loud["t1"], again["t1"])  # seeded per subject, stress and axis
+
+
+def test_thick8_is_thick_along_each_axis():
+    for axis in range(3):
+        inp = _stressed("thick8", axis=axis)
+        assert inp["thick_axis"] == axis and inp["slice_mm"] == 8.0

@@ -66,10 +66,11 @@ def test_every_stable_output_exists_with_its_columns(tiny_run):
     models = {"trilinear", "bspline", "bspline_map", "teacher", "student_stage1", "regression"}
     assert set(metrics["model"]) == models
     # one row per model x cell x held-out subject (tiny: 1 test subject; simulated inputs
-    # thick along x, y, z at 2 spacings + 1 isotropic; the preprocessed 1.5T at 2 spacings)
-    assert len(metrics) == len(models) * (3 * 2 + 1 + 2) * 1
+    # thick along x, y, z at 2 spacings + 1 isotropic; the preprocessed 1.5T at 2 spacings;
+    # the Gaussian-profile stress along x, y, z)
+    assert len(metrics) == len(models) * (3 * 2 + 1 + 2 + 3) * 1
     assert set(metrics["axis"]) == {"x", "y", "z", "iso"}
-    assert set(metrics["input"]) == {"sim", "iso", "pipeline"}
+    assert set(metrics["input"]) == {"sim", "iso", "pipeline", "stress-gauss"}
     assert (metrics["reference"] == "truth").all()
     assert metrics["psnr"].between(5, 60).all() and metrics["ssim"].between(0, 1).all()
     assert (metrics["psnr"] >= metrics["psnr_linear"] - 1e-6).all()  # isotonic fits best
@@ -127,6 +128,7 @@ def test_report_is_self_contained_with_figures_and_table(tiny_run):
     work, _ = tiny_run
     html = paths.path("report", work / "results", cohort=COHORT).read_text()
     assert "student_stage1" in html and "How to read this report" in html
+    assert "stress-gauss inputs" in html  # the stress kind has its own headline line
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) >= 3
     assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)

@@ -19,6 +19,7 @@ import pandas as pd
 from sr7t.data.contrast import quantile_map, quantile_map_of
 from sr7t.data.dataset import robust_scale
 from sr7t.data.slices import load_subject
+from sr7t.evaluate.cells import STRESS_PREFIX
 from sr7t.io import save_volume
 
 log = logging.getLogger(__name__)
@@ -349,8 +350,9 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
                 "model": model_name,
                 "resolution_mm": float(inp["slice_mm"]),
                 "subject": subject,
-                # the isotropic check is its own input kind: never pooled with thick slices
-                "input": "iso" if cell.axis < 0 else cell.kind,
+                # the isotropic check and each stress are their own input kinds: never pooled
+                # with the main protocol's thick slices
+                "input": cell.input_kind,
                 "axis": axis_name,
                 **{k: scores[k] for k in SCORE_COLUMNS},
                 **{k: scores.get(k, np.nan) for k in TISSUE_COLUMNS},
@@ -395,19 +397,21 @@ def uncertainty_error_correlation(mean, std, reference, mask) -> float:
 
 
 def cell_label(cell) -> str:
-    """The cell's name in file names: ``sim-x-4mm``, ``sim-iso``, ``pipeline-z-6mm``."""
+    """The cell's name in file names: ``sim-x-4mm``, ``sim-iso``, ``pipeline-z-6mm``,
+    ``stress-gauss-x-4mm``."""
     from sr7t.evaluate.cells import AXIS_NAMES
 
     if cell.axis < 0:
         return f"{cell.kind}-iso"
-    return f"{cell.kind}-{AXIS_NAMES[cell.axis]}-{cell.slice_mm:g}mm"
+    kind = cell.input_kind if cell.stress else cell.kind
+    return f"{kind}-{AXIS_NAMES[cell.axis]}-{cell.slice_mm:g}mm"
 
 
 def tissue_cell(cells: list):
     """The cell on which tissue agreement is measured (Atropos is slow): thick along z at the
     middle resolution of the simulated inputs, else of the pipeline inputs."""
     for kind in ("sim", "pipeline"):
-        chosen = [c for c in cells if c.kind == kind and c.axis == 2]
+        chosen = [c for c in cells if c.kind == kind and c.axis == 2 and not c.stress]
         if chosen:
             return chosen[len(chosen) // 2]
     return None
@@ -456,9 +460,14 @@ def combine_metrics(
     summary = summary_table(table)
     summary.to_csv(summary_tsv, sep="\t", index=False, float_format="%.6g")
 
-    inputs = [k for k in sorted(table["input"].unique()) if k != "iso"]
-    fig, axes = plt.subplots(len(inputs), 2, figsize=(10, 3.6 * len(inputs)), dpi=90, squeeze=False)
-    for row, kind in zip(axes, inputs, strict=True):
+    kinds = sorted(table["input"].unique())
+    inputs = [k for k in kinds if k != "iso" and not k.startswith(STRESS_PREFIX)]
+    stressed = [k for k in kinds if k.startswith(STRESS_PREFIX)]
+    n_rows = len(inputs) + bool(stressed)
+    fig, axes = plt.subplots(n_rows, 2, figsize=(10, 3.6 * n_rows), dpi=90, squeeze=False)
+    if stressed:
+        _plot_stress_gains(axes[-1], summary, stressed)
+    for row, kind in zip(axes, inputs, strict=False):
         part = summary[
             (summary["input"] == kind)
             & (summary["kind"] == "score")
@@ -493,6 +502,33 @@ def combine_metrics(
     fig.savefig(figure)
     plt.close(fig)
     return table
+
+
+def _plot_stress_gains(row, summary: pd.DataFrame, stressed: list[str]) -> None:
+    """PSNR and SSIM gain over B-spline per stress input kind (pooled over its cells), one bar
+    with its 95 % CI per learned model: does the gain survive acquisitions the main protocol
+    does not score?"""
+    gains = summary[
+        (summary["kind"] == "gain")
+        & (summary["resolution_mm"] < 0)
+        & summary["input"].isin(stressed)
+        & ~summary["model"].isin(list(BASELINE_ORDER))
+    ]
+    models = sorted(gains["model"].unique())
+    width = 0.8 / max(len(models), 1)
+    for ax, key in zip(row, ("psnr", "ssim"), strict=True):
+        for i, model in enumerate(models):
+            g = gains[(gains["metric"] == key) & (gains["model"] == model)].set_index("input")
+            g = g.reindex(stressed)
+            x = np.arange(len(stressed)) + (i - (len(models) - 1) / 2) * width
+            err = [g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]]
+            ax.bar(x, g["mean"], width, yerr=err, capsize=2, label=model)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(stressed)))
+        ax.set_xticklabels([k.removeprefix(STRESS_PREFIX) for k in stressed], rotation=30)
+        ax.set_ylabel(f"stress: {key.upper()} gain over bspline")
+        ax.grid(alpha=0.3, axis="y")
+    row[1].legend(fontsize=8)
 
 
 def summary_table(table: pd.DataFrame, baseline: str = "bspline") -> pd.DataFrame:
