@@ -207,3 +207,10 @@ def test_thick8_is_thick_along_each_axis():
     for axis in range(3):
         inp = _stressed("thick8", axis=axis)
         assert inp["thick_axis"] == axis and inp["slice_mm"] == 8.0
+
+
+def test_a_stress_cell_on_an_anisotropic_grid_is_refused_by_name():
+    arrays, truth = _subject()
+    arrays["spacing_mm"] = np.array([1.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="isotropic grid"):
+        cell_input(Cell("s", "sim", 2, 4.0, "gauss"), arrays, truth, noise=0.0)

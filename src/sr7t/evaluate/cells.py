@@ -221,6 +221,8 @@ def _stressed(cell: Cell, truth: dict, voxel: np.ndarray, noise: float):
     """A stress cell's input (linear and cubic back onto the grid) and its in-plane resolution:
     the truth's 1.5T contrast, to the stress's power, times its bias field, with its Rician
     noise (its own seed per subject, stress and axis), acquired as it says."""
+    if len(set(np.round(voxel, 6))) != 1:
+        raise ValueError(f"stress cells need an isotropic grid, got voxels {voxel} mm")
     stress = STRESS[cell.stress]
     seed = [zlib.crc32(cell.subject.encode()), zlib.crc32(cell.stress.encode()), cell.axis + 1]
     rng = np.random.default_rng(seed)
@@ -239,8 +241,6 @@ def _stressed(cell: Cell, truth: dict, voxel: np.ndarray, noise: float):
         offset_mm=spacing * stress.offset,
         inplane_mm=stress.inplane_mm or fine_inplane,
     )
-    if len(set(np.round(voxel, 6))) != 1:
-        raise ValueError(f"stress cells need an isotropic grid, got voxels {voxel} mm")
     inplane_axes = [a for a in range(3) if a != thick]
     t1, bspline = (
         acquire(noisy, float(voxel[0]), acq, thick, inplane_axes, order=o) for o in (1, 3)
