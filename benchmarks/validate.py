@@ -22,6 +22,7 @@ import pandas as pd
 
 from sr7t import paths
 from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model, summary_table
+from sr7t.models.fusion import FUSIONS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort import cohort_args, resolved_config, split_files  # noqa: E402
@@ -52,6 +53,22 @@ def main(argv=None) -> int:
         default=None,
         help="inference tile (pixels) for every model, 0 for whole planes (default: each "
         "model's own)",
+    )
+    ap.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=None,
+        help="orthogonal-plane fusion for every model (default: each model's own; "
+        "sr7t.models.fusion)",
+    )
+    ap.add_argument(
+        "--fusion-power", type=float, default=None, help="its power (default: the mode's)"
+    )
+    ap.add_argument(
+        "--rotations",
+        type=int,
+        default=None,
+        help="test-time rotations about the thick axis for every model (default: each model's own)",
     )
     a = ap.parse_args(argv)
 
@@ -88,6 +105,9 @@ def main(argv=None) -> int:
                 train_files=split["train"] if name in MAPPED_BASELINES else None,
                 flips=a.flips,
                 tile=a.tile,
+                fusion=a.fusion,
+                fusion_power=a.fusion_power,
+                rotations=a.rotations,
             )
         )
     table = pd.concat(tables, ignore_index=True)

@@ -44,6 +44,7 @@ def cmd_predict(a) -> int:
                     batch_size=a.batch_size,
                     brain_mask=a.brain_mask,
                     flips=a.flips,
+                    rotations=a.rotations,
                 )
             except BundleError as exc:
                 # one line naming the file, exit status 2 (bad input), no traceback
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[1, 2, 4],
         default=None,
         help="test-time plane flips averaged (default: the model's; each is one more pass)",
+    )
+    s.add_argument(
+        "--rotations",
+        type=int,
+        default=None,
+        help="predictions averaged on the input rotated about its thick axis (default: the "
+        "model's; each is one more prediction)",
     )
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument(

@@ -116,6 +116,7 @@ PER_STAGE_KEYS = {
     "feature_weight": False,
     "data_weight": False,
     "test_time_flips": False,
+    "test_time_rotations": False,
     "on_path": False,
 }
 

@@ -202,6 +202,7 @@ def predict_scan(
     batch_size: int = 16,
     brain_mask: str = "auto",
     flips: int | None = None,
+    rotations: int | None = None,
 ) -> dict:
     """Super-resolve ``in_path`` into ``out_path`` with the model bundle ``model_path``.
 
@@ -216,19 +217,21 @@ def predict_scan(
     mask restricts N4 and the intensity normalisation; a brain mask also strips the input
     (the models saw only brains) and the output, :func:`head_mask` masks the output.
     ``flips``: test-time plane flips (1, 2 or 4) instead of the model's own
-    (:func:`sr7t.models.predict.test_time_flips`): each flip is one more pass of the network.
+    (:func:`sr7t.models.predict.test_time_flips`): each flip is one more pass of the network;
+    ``rotations``: test-time rotations about the thick axis instead of the model's own
+    (:func:`sr7t.models.predict.test_time_rotations`): each is one more prediction.
 
     The steps are :func:`n4_for_model`, :func:`guidance_on_grid` and :func:`super_resolve`
     (the workflow runs them as separate jobs for inference-only subjects).
     """
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import with_flips
+    from sr7t.models.predict import with_flips, with_rotations
 
     t0 = time.perf_counter()
     subject = Path(in_path).name
     data, affine = load_volume(in_path, subject)
     model, meta = load_bundle(model_path, device=device)
-    meta = with_flips(meta, flips)
+    meta = with_rotations(with_flips(meta, flips), rotations)
     geometry = acquisition_geometry(affine)
     warnings = geometry_warnings(meta, geometry)
     for w in warnings:

@@ -46,6 +46,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
             "attention_levels": [[False, False], [False, True]],
             "data_weight": [0.0, 0.5],
             "test_time_flips": [1, 4],
+            "test_time_rotations": [1, 2],
             "on_path": [True, False],
         }
     )
@@ -69,6 +70,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert torch.isfinite(torch.tensor(s2["final_loss"]))
     # test-time flips are each stage's own plan (the teacher's and stage 1's: the default)
     assert (tm["test_time_flips"], meta1["test_time_flips"], meta2["test_time_flips"]) == (1, 1, 4)
+    rotations = [m["test_time_rotations"] for m in (tm, meta1, meta2)]
+    assert rotations == [1, 1, 2]  # the same: each stage's own plan
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
     # the cost of each stage travels with it: fewer steps and a narrower net, fewer MACs
     assert meta2["macs_per_slice"] < meta1["macs_per_slice"] < tm["macs_per_slice"]

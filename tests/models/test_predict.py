@@ -282,3 +282,64 @@ def test_an_inference_tile_must_be_a_multiple_of_4():
     assert with_tile({"x": 1}, None) == {"x": 1}
     with pytest.raises(ValueError, match="multiple of 4, got 30"):
         with_tile({}, 30)
+
+
+def _ramps(shape=(30, 28, 9)):
+    """Condition channels (t1, bias, ...) that are smooth in space: a cubic spline rotates
+    them without loss away from the edges."""
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    cond = np.stack([1 + 0.3 * x - 0.2 * y + 0.1 * z, 0.2 * y + 0.1 * x * y] + [0 * x] * 3)
+    return cond.astype(np.float32)
+
+
+@pytest.mark.parametrize("thick_axis", [2, 0])
+def test_rotations_of_a_pointwise_model_are_its_plain_prediction(thick_axis):
+    """The plan oracle is pointwise, so a member on the input rotated about the thick axis,
+    rotated back, is the plain prediction (to interpolation error away from the edges); the
+    corners no rotated member covers keep the plain prediction exactly."""
+    cond = _ramps() if thick_axis == 2 else np.moveaxis(_ramps(), 3, 1).copy()
+    meta = {**META, "slice_axis": [0, 1]}
+    kw = {"progress": False, "batch_size": 8, "thick_axis": thick_axis}
+    plain = predict_volume(PlanOracle(1), meta, cond, **kw)
+    rotated = predict_volume(PlanOracle(1), {**meta, "test_time_rotations": 3}, cond, **kw)
+    assert rotated.shape == plain.shape and rotated.dtype == np.float32
+    inner = [slice(8, -8)] * 3
+    inner[thick_axis] = slice(None)
+    np.testing.assert_allclose(rotated[tuple(inner)], plain[tuple(inner)], atol=2e-3)
+    corner = [0, 0, 0]
+    np.testing.assert_array_equal(rotated[tuple(corner)], plain[tuple(corner)])
+
+
+def test_rotations_see_other_plane_directions(condition):
+    """A model that is not rotation-equivariant (it looks one row along its planes) gives
+    another result with rotated members than without."""
+    meta = {**META, "slice_axis": [0, 1]}
+    big, _, _ = phantom_arrays(0, shape=(26, 24, 9))
+    plain = predict_volume(Lopsided(1), meta, big, progress=False)
+    rotated = predict_volume(Lopsided(1), {**meta, "test_time_rotations": 2}, big, progress=False)
+    assert np.abs(rotated - plain)[8:-8, 8:-8].max() > 1e-3
+
+
+def test_a_region_with_rotations_is_the_whole_volume_prediction_inside_it():
+    """With rotated members only the planes through the rotated box are run: inside the box
+    the result is the whole-volume one (to the spline's reach across the box edge)."""
+    model = random_denoiser()
+    cond, _, _ = phantom_arrays(0, shape=(34, 30, 12))
+    meta = {**META, "slice_axis": [0, 1], "test_time_rotations": 2}
+    whole = predict_volume(model, meta, cond, progress=False, batch_size=8)
+    region = (slice(10, 22), slice(9, 19), slice(2, 10))
+    part = predict_volume(model, meta, cond, progress=False, batch_size=8, region=region)
+    assert part.shape == (12, 10, 8)
+    np.testing.assert_allclose(part, whole[region], atol=2e-3)
+    plain = predict_volume(model, {**meta, "test_time_rotations": 1}, cond, progress=False)
+    assert np.abs(part - plain[region]).max() > 1e-3
+
+
+def test_a_rotation_count_below_1_is_refused():
+    from sr7t.models.predict import test_time_rotations, with_rotations
+
+    assert test_time_rotations({}) == 1  # bundles from before rotations: none
+    assert with_rotations({"a": 1}, None) == {"a": 1}
+    assert test_time_rotations(with_rotations({}, 3)) == 3
+    with pytest.raises(ValueError, match="test_time_rotations must be at least 1, got 0"):
+        with_rotations({}, 0)

@@ -129,6 +129,9 @@ class DistillTrainer(DiffusionTrainer):
         self.sampling_steps = int(pm["sampling_steps"]) // 2
         self.sampling_start = sampling_start(pm)
         self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], self.stage, False))
+        self.test_time_rotations = int(
+            per_stage(self.cfg["test_time_rotations"], self.stage, False)
+        )
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.on_path = bool(per_stage(self.cfg["on_path"], self.stage, False))

@@ -167,6 +167,9 @@ def evaluate_model(
     flips: int | None = None,
     tile: int | None = None,
     cores: int = 1,
+    fusion: str | None = None,
+    fusion_power: float | None = None,
+    rotations: int | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -184,9 +187,12 @@ def evaluate_model(
     training subjects, whose 1.5T -> 7T contrast map a :data:`MAPPED_BASELINES` baseline
     applies. ``flips``: test-time plane flips instead of the model's own (a choice made on
     validation subjects); ``tile``: the inference tile instead of the model's own (0: whole
-    planes; :func:`sr7t.models.predict.inference_tile`). ``cores``: on CPU, up to that many
-    subjects are scored side by side, each in its own process with its share of the cores
-    (the scores do not depend on it).
+    planes; :func:`sr7t.models.predict.inference_tile`); ``fusion`` / ``fusion_power``: the
+    orthogonal-plane fusion instead of the model's own (:mod:`sr7t.models.fusion`);
+    ``rotations``: the test-time rotations about the thick axis instead of the model's own
+    (:func:`sr7t.models.predict.test_time_rotations`).
+    ``cores``: on CPU, up to that many subjects are scored side by side, each in its own
+    process with its share of the cores (the scores do not depend on it).
     Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
     """
     if model_name not in BASELINE_ORDER and not model_file:
@@ -201,6 +207,9 @@ def evaluate_model(
         "model_file": model_file,
         "flips": flips,
         "tile": tile,
+        "fusion": fusion,
+        "fusion_power": fusion_power,
+        "rotations": rotations,
         "device": device,
         "cfg": cfg,
         "truth_root": truth_root,
@@ -225,15 +234,18 @@ def evaluate_model(
 
 
 def _load_model(plan: dict) -> tuple:
-    """(model, meta) of a learned model with the plan's flips and tile; (None, None) for a
-    baseline."""
+    """(model, meta) of a learned model with the plan's flips, tile, fusion and rotations;
+    (None, None) for a baseline."""
     if plan["model_name"] in BASELINE_ORDER:
         return None, None
     from sr7t.models.bundle import load_bundle
-    from sr7t.models.predict import with_flips, with_tile
+    from sr7t.models.fusion import with_fusion
+    from sr7t.models.predict import with_flips, with_rotations, with_tile
 
     model, meta = load_bundle(plan["model_file"], device=plan["device"])
-    return model, with_tile(with_flips(meta, plan["flips"]), plan["tile"])
+    meta = with_tile(with_flips(meta, plan["flips"]), plan["tile"])
+    meta = with_rotations(meta, plan["rotations"])
+    return model, with_fusion(meta, plan["fusion"], plan["fusion_power"])
 
 
 def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> list[dict]:

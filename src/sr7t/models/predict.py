@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from sr7t.data.slices import T1_CHANNEL, condition_planes
 from sr7t.models.diffusion import Denoiser, ddim_sample
+from sr7t.models.fusion import fuse, fusion_plan
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,26 @@ def with_flips(meta: dict, flips: int | None) -> dict:
 # tiles it lies deep inside.
 TILE_OVERLAP = 0.5
 TILE_BLEND = "gaussian"
+
+
+def test_time_rotations(meta: dict) -> int:
+    """How many rotations about the thick axis inference averages (:func:`predict_volume`):
+    ``meta["test_time_rotations"]``; bundles from before it was recorded: 1 (none). Raises
+    ``ValueError`` for a count below 1."""
+    rotations = int(meta.get("test_time_rotations", 1))
+    if rotations < 1:
+        raise ValueError(f"test_time_rotations must be at least 1, got {rotations}")
+    return rotations
+
+
+def with_rotations(meta: dict, rotations: int | None) -> dict:
+    """``meta`` with its test-time rotations replaced by ``rotations`` (None: as it is),
+    checked here, before any work."""
+    if rotations is None:
+        return meta
+    meta = {**meta, "test_time_rotations": int(rotations)}
+    test_time_rotations(meta)
+    return meta
 
 
 def inference_tile(meta: dict) -> int | None:
@@ -177,8 +198,9 @@ def predict_volume(
     ``zero``, the path towards the posterior mean, or ``noise`` drawn from ``seed``; planes
     are zero-padded to the UNet's size multiple and cropped back; the residual is added to
     the input channel; each batch is the mean over ``meta["test_time_flips"]`` plane flips
-    (:func:`test_time_flips`). With several plane axes the predictions are averaged
-    (orthogonal-plane fusion), then mapped to the 7T contrast (:func:`to_output_contrast`).
+    (:func:`test_time_flips`). With several plane axes the predictions are fused as the
+    model's plan says (:func:`sr7t.models.fusion.fusion_plan`: their mean by default), then
+    mapped to the 7T contrast (:func:`to_output_contrast`).
     Returns float32 (X, Y, Z) in normalised 7T units. An input already at the output resolution
     (:func:`nothing_to_resolve`) skips the network: its 1.5T channel, in the output contrast.
 
@@ -186,6 +208,11 @@ def predict_volume(
     whole, so what lies around the box is the planes' context, as in a whole-volume run) and
     only the box is returned: the evaluation scores a box of a larger crop at the cost of
     the box's planes. Every plane keeps the noise it gets in a whole-volume run.
+
+    With ``meta["test_time_rotations"]`` k > 1 (:func:`test_time_rotations`), the result is
+    the mean of k such predictions on the input rotated about its thick axis by 90 i / k
+    degrees (i = 0 .. k - 1; each rotated back, :func:`_rotated_member`): their plane
+    orientations are 2 k directions around the thick axis instead of two.
     """
     if nothing_to_resolve(meta, slice_mm, inplane_mm):
         t1, _ = _select_channels(meta, np.asarray(condition, dtype=np.float32))
@@ -197,6 +224,61 @@ def predict_volume(
         )
         out = to_output_contrast(meta, t1.astype(np.float32))
         return out if region is None else out[tuple(region)]
+    rotations = test_time_rotations(meta)
+    fusion_plan(meta)  # an unknown fusion fails here, before any plane is run
+
+    def member(cond, box, index):
+        return _predict_member(
+            model,
+            meta,
+            cond,
+            steps,
+            batch_size,
+            device,
+            progress,
+            seed + index,
+            thick_axis,
+            slice_mm,
+            inplane_mm,
+            start,
+            box,
+        )
+
+    out = member(np.asarray(condition, dtype=np.float32), region, 0)
+    if rotations == 1:
+        return out
+    total, weight = out.astype(np.float64), np.ones(out.shape)
+    for i in range(1, rotations):
+        pred, valid = _rotated_member(
+            member,
+            np.asarray(condition, dtype=np.float32),
+            90.0 * i / rotations,
+            int(thick_axis),
+            region,
+            i,
+        )
+        total += np.where(valid, pred, 0.0)
+        weight += valid
+    return (total / weight).astype(np.float32)
+
+
+def _predict_member(
+    model,
+    meta,
+    condition,
+    steps,
+    batch_size,
+    device,
+    progress,
+    seed,
+    thick_axis,
+    slice_mm,
+    inplane_mm,
+    start,
+    region,
+) -> np.ndarray:
+    """One prediction of :func:`predict_volume` (the input as it is, every plane
+    orientation fused)."""
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
@@ -213,7 +295,7 @@ def predict_volume(
     if tile is not None and tile % mult:
         raise ValueError(f"inference tile {tile} is not a multiple of the UNet's {mult}")
 
-    out = np.zeros(t1.shape, dtype=np.float64)
+    parts = []
     axes = [int(a) for a in meta["slice_axis"]]
     if region is None:
         region = (slice(None),) * 3
@@ -250,11 +332,57 @@ def predict_volume(
             residual[idx] = x0 * scale
             bar.update(len(idx))
             first += len(idx)
-        # (N, A, Z) back to the frame's (X, Y, Z)
-        out += np.moveaxis(residual, 0, axis)
+        # (N, A, Z) back to the frame's (X, Y, Z), the box only
+        parts.append(t1[frame_region] + np.moveaxis(residual, 0, axis)[frame_region])
     bar.close()
-    fused = (t1 + out / len(axes))[frame_region].astype(np.float32)
+    fused = fuse(parts, axes, *fusion_plan(meta)).astype(np.float32)
     return np.moveaxis(to_output_contrast(meta, fused), 2, thick)
+
+
+# Voxels kept clear of a rotated member's computed box: rotated back, values near its edge
+# lean on what lies outside it (its edge values, carried on), so only voxels whose rotated
+# position lies this deep inside count.
+ROTATION_MARGIN = 3
+
+
+def _rotated_member(member, condition: np.ndarray, angle: float, thick_axis: int, region, index):
+    """``member(condition, box, index)``'s prediction on ``condition`` (C, X, Y, Z) rotated
+    by ``angle`` degrees about ``thick_axis`` (cubic spline, edges extended), rotated back
+    onto the input's grid. Only the planes through the rotated ``region`` (its bounding box
+    on the rotated grid, :data:`ROTATION_MARGIN` wider in the rotation's plane) are run.
+    Returns (prediction, valid) on the region (the whole grid when None): ``valid`` marks
+    the voxels whose rotated position lies inside the computed box, away from its edges (all
+    of the region unless the grid's edge is near)."""
+    from scipy.ndimage import rotate
+
+    plane = tuple(a for a in range(3) if a != thick_axis)
+    shape = condition.shape[1:]
+    region = tuple(region) if region is not None else (slice(None),) * 3
+
+    def turn(volume, degrees, order, mode="constant"):
+        return rotate(volume, degrees, axes=plane, reshape=False, order=order, mode=mode)
+
+    inside = np.zeros(shape, dtype=np.float32)
+    inside[region] = 1.0
+    hit = np.argwhere(turn(inside, angle, 0) > 0.5)
+    if not len(hit):
+        raise ValueError(f"region {region} lies outside the rotated grid")
+    margin = np.array([0 if a == thick_axis else ROTATION_MARGIN for a in range(3)])
+    lo, hi = hit.min(0), hit.max(0) + 1  # the rotated region's bounding box (to rounding)
+    wider = margin + 1 * (margin > 0)  # so that its every voxel lies deep inside
+    box = tuple(
+        slice(int(a), int(b))
+        for a, b in zip(np.maximum(lo - wider, 0), np.minimum(hi + wider, shape), strict=True)
+    )
+    turned = np.stack([turn(c, angle, 3, "nearest") for c in condition])
+    pred = member(turned, box, index)
+    pads = [(b.start, n - b.stop) for b, n in zip(box, shape, strict=True)]
+    full = np.pad(pred, pads, mode="edge")  # no step at the box's edge for the spline
+    core = np.zeros(shape, dtype=np.float32)  # the rotated grid's voxels deep inside the box
+    core[tuple(slice(b.start + m, b.stop - m) for b, m in zip(box, margin, strict=True))] = 1.0
+    back = turn(full, -angle, 3)
+    valid = turn(core, -angle, 0) > 0.5
+    return back[region], valid[region]
 
 
 def _smaller_batch(exc: RuntimeError, batch: int, plane: tuple[int, int], device) -> int:

@@ -62,6 +62,7 @@ RESUME_FREE = frozenset(
         "train_steps",
         "steps_per_stage",
         "test_time_flips",  # inference only (sampling_start is not: on-path steps follow it)
+        "test_time_rotations",
         "checkpoint_every",
         "log_every",
         "val_every",
@@ -403,6 +404,7 @@ class DiffusionTrainer:
         self.sampling_steps = int(teacher["sampling_steps"])
         self.sampling_start = str(teacher["sampling_start"])
         self.test_time_flips = int(teacher["test_time_flips"])
+        self.test_time_rotations = int(teacher["test_time_rotations"])
 
     @property
     def total_steps(self) -> int:
@@ -494,6 +496,7 @@ class DiffusionTrainer:
             "sampling_steps": self.sampling_steps,
             "sampling_start": self.sampling_start,
             "test_time_flips": self.test_time_flips,
+            "test_time_rotations": self.test_time_rotations,
             "train_slice_mm": [lo, hi],
             "trained_slice_mm": (
                 [max(lo, float(spacings.min())), hi]

@@ -32,6 +32,7 @@ class RegressionTrainer(DiffusionTrainer):
         attention = self.cfg["attention_levels"]
         self.attention_arch = None if attention is None else per_stage(attention, k, True)
         self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], k, False))
+        self.test_time_rotations = int(per_stage(self.cfg["test_time_rotations"], k, False))
 
     @property
     def total_steps(self) -> int:
