@@ -343,3 +343,17 @@ def test_a_rotation_count_below_1_is_refused():
     assert test_time_rotations(with_rotations({}, 3)) == 3
     with pytest.raises(ValueError, match="test_time_rotations must be at least 1, got 0"):
         with_rotations({}, 0)
+
+
+def test_a_corner_region_turned_out_of_the_grid_keeps_the_plain_prediction():
+    """A box in the grid's corner lies outside the grid turned by 45 degrees: the rotated
+    member adds nothing there and the plain prediction is returned."""
+    cond, _, _ = phantom_arrays(0, shape=(30, 30, 9))
+    meta = {**META, "slice_axis": [0, 1]}
+    region = (slice(0, 3), slice(0, 3), slice(None))
+    rotated = predict_volume(
+        Lopsided(1), {**meta, "test_time_rotations": 2}, cond, progress=False, region=region
+    )
+    plain = predict_volume(Lopsided(1), meta, cond, progress=False, region=region)
+    assert rotated.shape == (3, 3, 9)
+    np.testing.assert_array_equal(rotated, plain)

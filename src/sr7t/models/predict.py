@@ -365,8 +365,8 @@ def _rotated_member(member, condition: np.ndarray, angle: float, thick_axis: int
     inside = np.zeros(shape, dtype=np.float32)
     inside[region] = 1.0
     hit = np.argwhere(turn(inside, angle, 0) > 0.5)
-    if not len(hit):
-        raise ValueError(f"region {region} lies outside the rotated grid")
+    if not len(hit):  # a region near the grid's corner, turned out of it: nothing to add
+        return np.zeros(inside[region].shape, np.float32), np.zeros(inside[region].shape, bool)
     margin = np.array([0 if a == thick_axis else ROTATION_MARGIN for a in range(3)])
     lo, hi = hit.min(0), hit.max(0) + 1  # the rotated region's bounding box (to rounding)
     wider = margin + 1 * (margin > 0)  # so that its every voxel lies deep inside
