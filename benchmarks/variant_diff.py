@@ -2,17 +2,17 @@
 
 Each ``--run LABEL SEED MODEL METRICS`` names one trained model (``MODEL`` rows of the
 metrics table ``METRICS``, written by ``benchmarks/validate.py``) as seed ``SEED`` of the
-config ``LABEL``; the ``bspline`` rows of the first table that has them are every seed's
-baseline. Prints, per input kind, each label's gain over B-spline and ``--compare A B``'s
-difference A - B, each with its 95 % bootstrap CI over the paired units (seed, subject, thick
-axis, spacing), for PSNR after each method's isotonic map to the truth, after a linear map,
-and SSIM (:func:`sr7t.evaluate.stats.paired_diff_ci`):
+config ``LABEL``; the ``bspline`` rows of ``--bspline METRICS`` (default: the first table
+that has them) are every seed's baseline. Prints, per input kind, each label's gain over
+B-spline and ``--compare A B``'s difference A - B, each with its 95 % bootstrap CI over the
+paired units (seed, subject, thick axis, spacing), for PSNR after each method's isotonic map
+to the truth, after a linear map, and SSIM (:func:`sr7t.evaluate.stats.paired_diff_ci`):
 
     .venv/bin/python benchmarks/variant_diff.py \\
         --run default 0 student_stage1 results/demo/validation/inpl_base/metrics.tsv \\
         --run default 1 base_s1 results/demo/validation/base_s1/metrics.tsv \\
-        --run rot2 0 rotk2 results/demo/validation/rotk2/metrics.tsv \\
-        --run rot2 1 rotk2_s1 results/demo/validation/rotk2_s1/metrics.tsv \\
+        --run rot2 0 rot2f2 results/demo/validation/rot2f2/metrics.tsv \\
+        --run rot2 1 rot2f2_s1 results/demo/validation/rot2f2_s1/metrics.tsv \\
         --compare rot2 default
 """
 
@@ -30,11 +30,14 @@ METRICS = ("psnr", "psnr_linear", "ssim")
 BASELINE = "bspline"
 
 
-def paired_table(runs: list[tuple[str, int, str, str]]) -> pd.DataFrame:
+def paired_table(runs: list[tuple[str, int, str, str]], bspline: str | None = None):
     """One long table: each run's rows as model ``LABEL`` with its seed, and the B-spline
-    rows once per seed as model ``bspline``. Raises ``ValueError`` when a run's table has no
-    rows of its model or no table has B-spline rows."""
+    rows (of the table ``bspline``, or the first run's table that has them) once per seed as
+    model ``bspline``. Raises ``ValueError`` when a run's table has no rows of its model or
+    no table has B-spline rows."""
     tables = {path: pd.read_csv(path, sep="\t") for _, _, _, path in runs}
+    if bspline is not None:
+        tables = {bspline: pd.read_csv(bspline, sep="\t"), **tables}
     base = next(
         (t[t["model"] == BASELINE] for t in tables.values() if (t["model"] == BASELINE).any()), None
     )
@@ -61,8 +64,9 @@ def main(argv=None) -> int:
         metavar=("LABEL", "SEED", "MODEL", "METRICS"),
     )
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None)
+    ap.add_argument("--bspline", default=None, metavar="METRICS", help="the baseline's table")
     a = ap.parse_args(argv)
-    table = paired_table([tuple(r) for r in a.run])
+    table = paired_table([tuple(r) for r in a.run], a.bspline)
     labels = list(dict.fromkeys(r[0] for r in a.run))
     pairs = [(label, BASELINE) for label in labels] + ([tuple(a.compare)] if a.compare else [])
     for kind in sorted(set(table["input"]) - {"iso"}):

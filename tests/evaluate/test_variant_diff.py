@@ -1,0 +1,56 @@
+"""benchmarks/variant_diff.py: two configs paired over seed and cell."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import variant_diff  # noqa: E402
+
+CELLS = [("sub-05", "sim", ax, mm) for ax in "xyz" for mm in (2.5, 4.0)]
+
+
+def table(path, model, psnr):
+    rows = [
+        {
+            "model": model,
+            "subject": s,
+            "input": i,
+            "axis": a,
+            "resolution_mm": r,
+            "psnr": psnr + k * 0.01,
+            "psnr_linear": psnr,
+            "ssim": 0.9,
+        }
+        for k, (s, i, a, r) in enumerate(CELLS)
+    ]
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return str(path)
+
+
+def test_pairs_each_seed_with_the_baseline_and_prints_the_difference(tmp_path, capsys):
+    base = table(tmp_path / "b.tsv", "bspline", 20.0)
+    runs = [
+        ("old", 0, "m0", table(tmp_path / "o0.tsv", "m0", 21.0)),
+        ("old", 1, "m1", table(tmp_path / "o1.tsv", "m1", 21.5)),
+        ("new", 0, "n0", table(tmp_path / "n0.tsv", "n0", 21.25)),
+        ("new", 1, "n1", table(tmp_path / "n1.tsv", "n1", 21.75)),
+    ]
+    t = variant_diff.paired_table(runs, base)
+    assert sorted(set(t["model"])) == ["bspline", "new", "old"]
+    assert len(t[t["model"] == "bspline"]) == 2 * len(CELLS)  # once per seed
+    args = [a for r in runs for a in ("--run", r[0], str(r[1]), r[2], r[3])]
+    assert variant_diff.main([*args, "--bspline", base, "--compare", "new", "old"]) == 0
+    out = capsys.readouterr().out
+    assert "new - old (n=12): psnr +0.250 [+0.250, +0.250]" in out
+    assert "old - bspline (n=12): psnr +1.250" in out  # seeds +1.0 and +1.5
+
+
+def test_a_run_without_its_model_or_any_baseline_is_named(tmp_path):
+    path = table(tmp_path / "a.tsv", "m0", 21.0)
+    with pytest.raises(ValueError, match="no table has bspline rows"):
+        variant_diff.paired_table([("a", 0, "m0", path)])
+    with pytest.raises(ValueError, match="has no rows of model 'zz'"):
+        variant_diff.paired_table([("a", 0, "zz", path)], table(tmp_path / "b.tsv", "bspline", 1))
