@@ -228,6 +228,7 @@ def predict_volume(
     fusion_plan(meta)  # an unknown fusion fails here, before any plane is run
 
     def member(cond, box, index):
+        label = f"predict {90.0 * index / rotations:g}°" if rotations > 1 else "predict"
         return _predict_member(
             model,
             meta,
@@ -235,7 +236,7 @@ def predict_volume(
             steps,
             batch_size,
             device,
-            progress,
+            label if progress else None,
             seed + index,
             thick_axis,
             slice_mm,
@@ -278,7 +279,7 @@ def _predict_member(
     region,
 ) -> np.ndarray:
     """One prediction of :func:`predict_volume` (the input as it is, every plane
-    orientation fused)."""
+    orientation fused); ``progress``: the progress bar's label, or None for none."""
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
@@ -303,7 +304,7 @@ def _predict_member(
     frame_region = tuple(region[a] for a in range(3) if a != thick) + (region[thick],)
     wanted = {a: np.arange(t1.shape[a])[frame_region[a]] for a in axes}
     total = sum(len(wanted[a]) for a in axes)
-    bar = tqdm(total=total, desc="predict", unit="plane", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=total, desc=progress, unit="plane", file=sys.stderr, disable=not progress)
     for axis in axes:
         n = t1.shape[axis]
         h, w = t1.shape[1 - axis], t1.shape[2]
