@@ -100,6 +100,14 @@ def cmd_stage(a) -> int:
     )
 
 
+def _at_least_one(text: str) -> int:
+    """An integer >= 1 (argparse names the option and the value otherwise)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("tracking")
@@ -138,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--rotations",
-        type=int,
+        type=_at_least_one,
         default=None,
         help="predictions averaged on the input rotated about its thick axis (default: the "
         "model's; each is one more prediction)",

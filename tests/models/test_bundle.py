@@ -123,3 +123,22 @@ def test_predict_with_a_foreign_model_exits_2_with_one_line(
     assert err[-1].startswith(f"sr7t predict: model {model}: ")
     assert not any("weights_only=False" in line or "Traceback" in line for line in err)
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_predict_refuses_a_rotation_count_below_1_before_any_work(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(
+            [
+                "predict",
+                "in.nii.gz",
+                str(tmp_path / "o.nii.gz"),
+                "--model",
+                "m.pt",
+                "--rotations",
+                value,
+            ]
+        )
+    assert exit_.value.code == 2
+    assert "argument --rotations" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
