@@ -71,6 +71,8 @@ def main(argv=None) -> int:
         help="test-time rotations about the thick axis for every model (default: each model's own)",
     )
     a = ap.parse_args(argv)
+    if a.rotations is not None and a.rotations < 1:
+        ap.error(f"--rotations must be at least 1, got {a.rotations}")
 
     eval_cfg = resolved_config(a.config, a.set)["evaluate"]
     root = Path(a.results)

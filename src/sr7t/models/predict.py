@@ -226,57 +226,43 @@ def predict_volume(
         return out if region is None else out[tuple(region)]
     rotations = test_time_rotations(meta)
     fusion_plan(meta)  # an unknown fusion fails here, before any plane is run
+    condition = np.asarray(condition, dtype=np.float32)
+    same = {"steps": steps, "batch_size": batch_size, "device": device, "start": start}
+    same |= {"thick_axis": thick_axis, "slice_mm": slice_mm, "inplane_mm": inplane_mm}
 
     def member(cond, box, index):
         label = f"predict {90.0 * index / rotations:g}°" if rotations > 1 else "predict"
         return _predict_member(
-            model,
-            meta,
-            cond,
-            steps,
-            batch_size,
-            device,
-            label if progress else None,
-            seed + index,
-            thick_axis,
-            slice_mm,
-            inplane_mm,
-            start,
-            box,
+            model, meta, cond, box, seed + index, label if progress else None, **same
         )
 
-    out = member(np.asarray(condition, dtype=np.float32), region, 0)
+    out = member(condition, region, 0)
     if rotations == 1:
         return out
     total, weight = out.astype(np.float64), np.ones(out.shape)
     for i in range(1, rotations):
-        pred, valid = _rotated_member(
-            member,
-            np.asarray(condition, dtype=np.float32),
-            90.0 * i / rotations,
-            int(thick_axis),
-            region,
-            i,
-        )
+        angle = 90.0 * i / rotations
+        pred, valid = _rotated_member(member, condition, angle, int(thick_axis), region, i)
         total += np.where(valid, pred, 0.0)
         weight += valid
     return (total / weight).astype(np.float32)
 
 
 def _predict_member(
-    model,
-    meta,
-    condition,
+    model: Denoiser,
+    meta: dict,
+    condition: np.ndarray,
+    region,
+    seed: int,
+    progress: str | None,
+    *,
     steps,
     batch_size,
     device,
-    progress,
-    seed,
+    start,
     thick_axis,
     slice_mm,
     inplane_mm,
-    start,
-    region,
 ) -> np.ndarray:
     """One prediction of :func:`predict_volume` (the input as it is, every plane
     orientation fused); ``progress``: the progress bar's label, or None for none."""
