@@ -70,9 +70,16 @@ def main(argv=None) -> int:
         default=None,
         help="test-time rotations about the thick axis for every model (default: each model's own)",
     )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps for every learned model (default: each model's own)",
+    )
     a = ap.parse_args(argv)
-    if a.rotations is not None and a.rotations < 1:
-        ap.error(f"--rotations must be at least 1, got {a.rotations}")
+    for flag in ("rotations", "steps"):
+        if getattr(a, flag) is not None and getattr(a, flag) < 1:
+            ap.error(f"--{flag} must be at least 1, got {getattr(a, flag)}")
 
     eval_cfg = resolved_config(a.config, a.set)["evaluate"]
     root = Path(a.results)
@@ -110,6 +117,7 @@ def main(argv=None) -> int:
                 fusion=a.fusion,
                 fusion_power=a.fusion_power,
                 rotations=a.rotations,
+                steps=a.steps,
             )
         )
     table = pd.concat(tables, ignore_index=True)

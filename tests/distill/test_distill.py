@@ -19,7 +19,8 @@ torch.set_num_threads(1)
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     files = write_phantom_npz(root / "npz", 3)
-    cfg = tiny_config(teacher={"channels": [8, 16], "train_steps": 6})
+    # the teacher's own inference plan: 1 step (its students still distil its 4)
+    cfg = tiny_config(teacher={"channels": [8, 16], "train_steps": 6, "inference_steps": 1})
     train_teacher(files[:2], [], cfg, root / "teacher.pt", root / "ck_teacher")
     return files, cfg, root
 
@@ -72,6 +73,8 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert (tm["test_time_flips"], meta1["test_time_flips"], meta2["test_time_flips"]) == (1, 1, 4)
     rotations = [m["test_time_rotations"] for m in (tm, meta1, meta2)]
     assert rotations == [1, 1, 2]  # the same: each stage's own plan
+    steps = [m["inference_steps"] for m in (tm, meta1, meta2)]
+    assert steps == [1, None, None]  # the teacher's own; a student samples its sampling_steps
     assert meta1["architecture"]["attention_levels"] == tm["architecture"]["attention_levels"]
     # the cost of each stage travels with it: fewer steps and a narrower net, fewer MACs
     assert meta2["macs_per_slice"] < meta1["macs_per_slice"] < tm["macs_per_slice"]

@@ -357,3 +357,33 @@ def test_a_corner_region_turned_out_of_the_grid_keeps_the_plain_prediction():
     plain = predict_volume(Lopsided(1), meta, cond, progress=False, region=region)
     assert rotated.shape == (3, 3, 9)
     np.testing.assert_array_equal(rotated, plain)
+
+
+class CountingOracle(PlanOracle):
+    """:class:`PlanOracle` that counts its calls."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.calls = 0
+
+    def forward(self, x_t, cond, t):
+        self.calls += 1
+        return super().forward(x_t, cond, t)
+
+
+def test_steps_replaced_by_with_steps_run_that_many_network_passes(condition):
+    """``with_steps`` (a teacher scored at more steps than its students distil) changes the
+    sampler's schedule only: the oracle's x0 at every step gives the same image."""
+    from sr7t.models.predict import with_steps
+
+    assert with_steps({"sampling_steps": 3}, None) == {"sampling_steps": 3}
+    counts = {}
+    for steps in (1, 5):
+        model = CountingOracle(1)
+        out = predict_volume(model, with_steps(META, steps), condition, batch_size=64, progress=False)
+        counts[steps] = model.calls
+        t1, bias = condition[0], condition[1]
+        np.testing.assert_allclose(out, t1 + 0.5 * (0.2 * t1 + bias), atol=1e-5)
+    assert counts == {1: 1, 5: 5}  # one batch of every plane, one pass per step
+    with pytest.raises(ValueError, match="sampling steps must be at least 1, got 0"):
+        with_steps(META, 0)

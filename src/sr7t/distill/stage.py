@@ -127,6 +127,7 @@ class DistillTrainer(DiffusionTrainer):
                 raise ValueError(f"subject {s.name}: channels {s.channels} != {self.channels}")
         self.residual_scale = float(pm["residual_scale"])
         self.sampling_steps = int(pm["sampling_steps"]) // 2
+        self.inference_steps = None  # the parent's inference steps are its own plan
         self.sampling_start = sampling_start(pm)
         self.test_time_flips = int(per_stage(self.cfg["test_time_flips"], self.stage, False))
         self.test_time_rotations = int(

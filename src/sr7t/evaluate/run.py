@@ -170,6 +170,7 @@ def evaluate_model(
     fusion: str | None = None,
     fusion_power: float | None = None,
     rotations: int | None = None,
+    steps: int | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -190,7 +191,8 @@ def evaluate_model(
     planes; :func:`sr7t.models.predict.inference_tile`); ``fusion`` / ``fusion_power``: the
     orthogonal-plane fusion instead of the model's own (:mod:`sr7t.models.fusion`);
     ``rotations``: the test-time rotations about the thick axis instead of the model's own
-    (:func:`sr7t.models.predict.test_time_rotations`).
+    (:func:`sr7t.models.predict.test_time_rotations`); ``steps``: the sampling steps instead
+    of the model's own (:func:`sr7t.models.predict.with_steps`).
     ``cores``: on CPU, up to that many subjects are scored side by side, each in its own
     process with its share of the cores (the scores do not depend on it).
     Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
@@ -210,6 +212,7 @@ def evaluate_model(
         "fusion": fusion,
         "fusion_power": fusion_power,
         "rotations": rotations,
+        "steps": steps,
         "device": device,
         "cfg": cfg,
         "truth_root": truth_root,
@@ -234,17 +237,17 @@ def evaluate_model(
 
 
 def _load_model(plan: dict) -> tuple:
-    """(model, meta) of a learned model with the plan's flips, tile, fusion and rotations;
-    (None, None) for a baseline."""
+    """(model, meta) of a learned model with the plan's flips, tile, fusion, rotations and
+    steps; (None, None) for a baseline."""
     if plan["model_name"] in BASELINE_ORDER:
         return None, None
     from sr7t.models.bundle import load_bundle
     from sr7t.models.fusion import with_fusion
-    from sr7t.models.predict import with_flips, with_rotations, with_tile
+    from sr7t.models.predict import with_flips, with_rotations, with_steps, with_tile
 
     model, meta = load_bundle(plan["model_file"], device=plan["device"])
     meta = with_tile(with_flips(meta, plan["flips"]), plan["tile"])
-    meta = with_rotations(meta, plan["rotations"])
+    meta = with_steps(with_rotations(meta, plan["rotations"]), plan["steps"])
     return model, with_fusion(meta, plan["fusion"], plan["fusion_power"])
 
 
@@ -290,6 +293,7 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
         else:
             from sr7t.models.predict import (
                 check_input_spacing,
+                inference_steps,
                 input_order,
                 predict_volume,
                 sampling_start,
@@ -355,8 +359,9 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
         if model is None:
             steps, n_params, macs = 0, 0, 0
         else:
-            steps, n_params = int(meta["sampling_steps"]), int(meta["param_count"])
-            macs = int(meta.get("macs_per_slice", 0))
+            steps, n_params = inference_steps(meta), int(meta["param_count"])
+            per_step = meta.get("macs_per_evaluation")  # bundles before it: per slice only
+            macs = int(per_step) * steps if per_step else int(meta.get("macs_per_slice", 0))
         rows.append(
             {
                 "model": model_name,

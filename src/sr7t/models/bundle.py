@@ -12,7 +12,7 @@ written by the trainers:
   ``native_slice_mm_seen`` [min, max], ``spacing_mm_seen`` [[x,y,z] min, max]
 - ``residual_scale`` and ``normalisation`` (text), ``param_count``
 - ``sampling_start``; inference only: ``test_time_flips``, ``test_time_rotations``,
-  ``inference_tile``, and ``fusion`` / ``fusion_power`` (:mod:`sr7t.models.fusion`; not
+  ``inference_steps`` (None: ``sampling_steps``), ``inference_tile``, and ``fusion`` / ``fusion_power`` (:mod:`sr7t.models.fusion`; not
   written by the trainers, so the mean of the plane orientations)
 """
 

@@ -80,6 +80,24 @@ def with_flips(meta: dict, flips: int | None) -> dict:
     return meta
 
 
+def inference_steps(meta: dict) -> int:
+    """The DDIM steps inference samples in: ``meta["inference_steps"]`` where the model's plan
+    sets it (a teacher scored at other steps than the ``sampling_steps`` its students distil),
+    else ``meta["sampling_steps"]``."""
+    return int(meta.get("inference_steps") or meta["sampling_steps"])
+
+
+def with_steps(meta: dict, steps: int | None) -> dict:
+    """``meta`` with its inference steps (:func:`inference_steps`) replaced by ``steps`` (None:
+    as it is); a student off the steps it was trained for is off its training. A count below
+    1 raises ``ValueError`` here, before any work."""
+    if steps is None:
+        return meta
+    if int(steps) < 1:
+        raise ValueError(f"sampling steps must be at least 1, got {steps}")
+    return {**meta, "inference_steps": int(steps)}
+
+
 # Overlap of neighbouring tiles (a fraction of the tile) and their blending: MONAI's
 # sliding-window inference with a Gaussian weight, so a voxel's value comes mostly from the
 # tiles it lies deep inside.
@@ -193,7 +211,7 @@ def predict_volume(
     ``slice_mm`` / ``inplane_mm``: the input's slice spacing and in-plane resolution (needed
     by models with geometry channels).
     Every plane along each of ``meta["slice_axis"]`` (axes of the frame where the thick axis is
-    last) is sampled with deterministic DDIM (``steps``, default ``meta["sampling_steps"]``)
+    last) is sampled with deterministic DDIM (``steps``, default :func:`inference_steps`)
     from ``start`` (default :func:`sampling_start`):
     ``zero``, the path towards the posterior mean, or ``noise`` drawn from ``seed``; planes
     are zero-padded to the UNet's size multiple and cropped back; the residual is added to
@@ -270,7 +288,7 @@ def _predict_member(
         device = next(model.parameters()).device
     device = torch.device(device)
     model = model.to(device).eval()
-    steps = int(steps or meta["sampling_steps"])
+    steps = int(steps or inference_steps(meta))
     scale = float(meta["residual_scale"])
     context = int(meta["context_slices"])
     condition = _to_frame(np.asarray(condition, dtype=np.float32), thick_axis)
@@ -487,7 +505,7 @@ def predict_plane(
     residual = _sample_padded(
         model,
         torch.from_numpy(planes),
-        int(meta["sampling_steps"]),
+        inference_steps(meta),
         noise,
         device,
         test_time_flips(meta),

@@ -63,6 +63,7 @@ RESUME_FREE = frozenset(
         "steps_per_stage",
         "test_time_flips",  # inference only (sampling_start is not: on-path steps follow it)
         "test_time_rotations",
+        "inference_steps",
         "checkpoint_every",
         "log_every",
         "val_every",
@@ -405,6 +406,8 @@ class DiffusionTrainer:
         self.sampling_start = str(teacher["sampling_start"])
         self.test_time_flips = int(teacher["test_time_flips"])
         self.test_time_rotations = int(teacher["test_time_rotations"])
+        steps = teacher["inference_steps"]  # the teacher's own plan, never its students'
+        self.inference_steps = None if steps is None else int(steps)
 
     @property
     def total_steps(self) -> int:
@@ -497,6 +500,7 @@ class DiffusionTrainer:
             "sampling_start": self.sampling_start,
             "test_time_flips": self.test_time_flips,
             "test_time_rotations": self.test_time_rotations,
+            "inference_steps": self.inference_steps,
             "train_slice_mm": [lo, hi],
             "trained_slice_mm": (
                 [max(lo, float(spacings.min())), hi]

@@ -27,6 +27,7 @@ class RegressionTrainer(DiffusionTrainer):
     def setup(self) -> None:
         super().setup()  # guidance as the teacher's (and so every student's)
         self.sampling_steps = 1
+        self.inference_steps = None
         k = max(int(self.cfg["stages"]), 1)
         self.channels_arch = [int(c) for c in per_stage(self.cfg["channels"], k, True)]
         attention = self.cfg["attention_levels"]
