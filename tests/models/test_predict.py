@@ -380,7 +380,9 @@ def test_steps_replaced_by_with_steps_run_that_many_network_passes(condition):
     counts = {}
     for steps in (1, 5):
         model = CountingOracle(1)
-        out = predict_volume(model, with_steps(META, steps), condition, batch_size=64, progress=False)
+        out = predict_volume(
+            model, with_steps(META, steps), condition, batch_size=64, progress=False
+        )
         counts[steps] = model.calls
         t1, bias = condition[0], condition[1]
         np.testing.assert_allclose(out, t1 + 0.5 * (0.2 * t1 + bias), atol=1e-5)

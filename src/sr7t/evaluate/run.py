@@ -191,7 +191,7 @@ def evaluate_model(
     planes; :func:`sr7t.models.predict.inference_tile`); ``fusion`` / ``fusion_power``: the
     orthogonal-plane fusion instead of the model's own (:mod:`sr7t.models.fusion`);
     ``rotations``: the test-time rotations about the thick axis instead of the model's own
-    (:func:`sr7t.models.predict.test_time_rotations`); ``steps``: the sampling steps instead
+    (:func:`sr7t.models.predict.test_time_rotations`); ``steps``: the inference steps instead
     of the model's own (:func:`sr7t.models.predict.with_steps`).
     ``cores``: on CPU, up to that many subjects are scored side by side, each in its own
     process with its share of the cores (the scores do not depend on it).

@@ -12,8 +12,9 @@ written by the trainers:
   ``native_slice_mm_seen`` [min, max], ``spacing_mm_seen`` [[x,y,z] min, max]
 - ``residual_scale`` and ``normalisation`` (text), ``param_count``
 - ``sampling_start``; inference only: ``test_time_flips``, ``test_time_rotations``,
-  ``inference_steps`` (None: ``sampling_steps``), ``inference_tile``, and ``fusion`` / ``fusion_power`` (:mod:`sr7t.models.fusion`; not
-  written by the trainers, so the mean of the plane orientations)
+  ``inference_steps`` (None: ``sampling_steps``), ``inference_tile``, and ``fusion`` /
+  ``fusion_power`` (:mod:`sr7t.models.fusion`; not written by the trainers, so the mean of
+  the plane orientations)
 """
 
 from __future__ import annotations
