@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         "--steps",
         type=int,
         default=None,
-        help="sampling steps for every learned model (default: each model's own)",
+        help="inference steps for every learned model (default: each model's own: a teacher's "
+        "inference_steps, else its sampling_steps)",
     )
     a = ap.parse_args(argv)
     for flag in ("rotations", "steps"):

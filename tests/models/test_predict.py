@@ -372,8 +372,8 @@ class CountingOracle(PlanOracle):
 
 
 def test_steps_replaced_by_with_steps_run_that_many_network_passes(condition):
-    """``with_steps`` (a teacher scored at more steps than its students distil) changes the
-    sampler's schedule only: the oracle's x0 at every step gives the same image."""
+    """``with_steps`` (a teacher scored in other steps than the ones its students distil)
+    changes the sampler's schedule only: the oracle's x0 at every step gives the same image."""
     from sr7t.models.predict import with_steps
 
     assert with_steps({"sampling_steps": 3}, None) == {"sampling_steps": 3}
