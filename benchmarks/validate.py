@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from sr7t import paths
+from sr7t.cli import at_least_one
 from sr7t.evaluate.run import BASELINE_ORDER, MAPPED_BASELINES, evaluate_model, summary_table
 from sr7t.models.fusion import FUSIONS
 
@@ -66,21 +67,18 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--rotations",
-        type=int,
+        type=at_least_one,
         default=None,
         help="test-time rotations about the thick axis for every model (default: each model's own)",
     )
     ap.add_argument(
         "--steps",
-        type=int,
+        type=at_least_one,
         default=None,
         help="inference steps for every learned model (default: each model's own: a teacher's "
         "inference_steps, else its sampling_steps)",
     )
     a = ap.parse_args(argv)
-    for flag in ("rotations", "steps"):
-        if getattr(a, flag) is not None and getattr(a, flag) < 1:
-            ap.error(f"--{flag} must be at least 1, got {getattr(a, flag)}")
 
     eval_cfg = resolved_config(a.config, a.set)["evaluate"]
     root = Path(a.results)

@@ -100,8 +100,9 @@ def cmd_stage(a) -> int:
     )
 
 
-def _at_least_one(text: str) -> int:
-    """An integer >= 1 (argparse names the option and the value otherwise)."""
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the option and the value otherwise;
+    also used by benchmarks/validate.py)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--rotations",
-        type=_at_least_one,
+        type=at_least_one,
         default=None,
         help="predictions averaged on the input rotated about its thick axis (default: the "
         "model's; each is one more prediction)",
