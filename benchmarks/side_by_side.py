@@ -57,7 +57,8 @@ def synth(cfg: dict, cohort: str) -> list[dict]:
                 "from sr7t.cohort.demo import make_demo_cohort;"
                 "from sr7t.cohort.samples import demo_subject_ids;"
                 f"make_demo_cohort({str(out)!r}, demo_subject_ids({demo['n_subjects']}, "
-                f"{bool(demo['colin27'])}), {demo['seed']}, {demo['voxel_mm_7t']}, "
+                f"{bool(demo['colin27'])}, {bool(demo['inia19'])}), {demo['seed']}, "
+                f"{demo['voxel_mm_7t']}, "
                 f"{tuple(demo['voxel_mm_1p5t'])}, workers={workers})"
             )
             t0 = time.perf_counter()

@@ -65,8 +65,21 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None)
     ap.add_argument("--bspline", default=None, metavar="METRICS", help="the baseline's table")
+    ap.add_argument(
+        "--subject",
+        action="append",
+        default=None,
+        help="only this validation subject's rows (repeat for several; default: all)",
+    )
     a = ap.parse_args(argv)
     table = paired_table([tuple(r) for r in a.run], a.bspline)
+    if a.subject:
+        missing = sorted(set(a.subject) - set(table["subject"]))
+        if missing:
+            ap.error(
+                f"no rows of subject(s) {missing}; the tables have {sorted(set(table['subject']))}"
+            )
+        table = table[table["subject"].isin(a.subject)]
     labels = list(dict.fromkeys(r[0] for r in a.run))
     pairs = [(label, BASELINE) for label in labels] + ([tuple(a.compare)] if a.compare else [])
     for kind in sorted(set(table["input"]) - {"iso"}):

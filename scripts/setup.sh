@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Real anatomy for the demo, offline, from Debian (paths in src/sr7t/cohort/anatomy.py):
-# mricron-data (Colin27, the demo's held-out test brain) and insighttoolkit5-examples (a real
-# 2x2x3 mm routine head T1). Installed only as root with apt-get; otherwise one line, and the
-# demo runs without its Colin27 subject.
+# mricron-data (Colin27, the demo's held-out test brain; INIA19, its second validation brain)
+# and insighttoolkit5-examples (a real 2x2x3 mm routine head T1). Installed only as root with
+# apt-get; otherwise one line, and the demo runs without its Colin27 and INIA19 subjects.
 if [ ! -f /usr/share/mricron/templates/ch2bet.nii.gz ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "sr7t setup: installing Debian mricron-data, insighttoolkit5-examples (real anatomy)" >&2

@@ -323,8 +323,8 @@ def resolved_config_stage(i, o, cfg, job):
 
 @stage("demo_cohort", outputs={"raw": File})
 def demo_cohort(i, o, cfg, job):
-    """``cfg``: the cohort's ``demo`` section, ``colin27`` as decided when the workflow started
-    (it must make the same cohort the workflow planned)."""
+    """``cfg``: the cohort's ``demo`` section, ``colin27`` and ``inia19`` as decided when the
+    workflow started (it must make the same cohort the workflow planned)."""
     from sr7t.cohort import anatomy
     from sr7t.cohort.demo import make_demo_cohort
     from sr7t.cohort.samples import demo_subject_ids
@@ -335,9 +335,15 @@ def demo_cohort(i, o, cfg, job):
             f"Debian package {anatomy.COLIN27_PACKAGE} here, or set the cohort's demo.colin27: "
             "false"
         )
+    if cfg["inia19"] and not anatomy.inia19_available():
+        raise ValueError(
+            f"demo: inia19 asked for but {anatomy.INIA19_BRAIN} is missing: install the "
+            f"Debian package {anatomy.COLIN27_PACKAGE} here, or set the cohort's demo.inia19: "
+            "false"
+        )
     samples = make_demo_cohort(
         o["raw"],
-        demo_subject_ids(cfg["n_subjects"], cfg["colin27"]),
+        demo_subject_ids(cfg["n_subjects"], cfg["colin27"], cfg["inia19"]),
         cfg["seed"],
         cfg["voxel_mm_7t"],
         tuple(cfg["voxel_mm_1p5t"]),

@@ -1,4 +1,4 @@
-"""Source anatomies of the demo: MNI152 (nilearn) and Colin27 (Debian mricron-data)."""
+"""Source anatomies of the demo: MNI152 (nilearn), Colin27 and INIA19 (Debian mricron-data)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def test_colin27_tissue_maps_are_a_plausible_segmentation():
     assert 0.5 < gm_l < 1.0 and 0.4 < wm_l < 0.9 and 0.05 < csf_l < min(gm_l, wm_l), litres
 
 
+@pytest.mark.skipif(not anatomy.inia19_available(), reason="INIA19 not installed (mricron-data)")
+def test_inia19_is_a_brain_of_human_size_with_plausible_tissues():
+    inia = load_anatomy("inia19")
+    volume_l, (wm, gm, csf), litres = tissue_checks(inia)
+    assert np.all(inia.channels[:, inia.mask == 0] == 0)
+    assert 1.5 < volume_l < 1.9, volume_l  # 0.109 L scaled 2.5x: 1.71 L
+    gm_l, wm_l, csf_l = litres
+    # the dim outer cortex is grey matter, not CSF: CSF the smallest class
+    assert 0.7 < gm_l < 1.2 and 0.4 < wm_l < 0.8 and 0.1 < csf_l < min(gm_l, wm_l) / 2, litres
+    assert csf < 0.4 < gm < 0.75 < wm, (csf, gm, wm)
+
+
 def test_segmentation_is_repeatable_and_ordered_by_intensity():
     """Three nested shells of intensity 0.45 (csf) < 0.65 (gm) < 0.85 (wm) with noise: the
     posteriors come back darkest first, recover the shells and are bit-for-bit repeatable."""
@@ -60,8 +72,8 @@ def test_segmentation_is_repeatable_and_ordered_by_intensity():
     truth = np.select([r < 10, r < 17, mask], [2, 1, 0], -1)
     t1 = np.choose(truth + 1, [0.0, 0.45, 0.65, 0.85]) + 0.03 * rng.standard_normal(r.shape)
     t1 = np.where(mask, t1, 0).astype(np.float32)
-    a = anatomy._segment_3_classes(t1, mask)
-    b = anatomy._segment_3_classes(t1, mask)
+    a = anatomy._segment_classes(t1, mask)
+    b = anatomy._segment_classes(t1, mask)
     for pa, pb in zip(a, b, strict=True):
         np.testing.assert_array_equal(pa, pb)
     probs = np.stack(a)
@@ -71,13 +83,16 @@ def test_segmentation_is_repeatable_and_ordered_by_intensity():
     assert (probs.argmax(0)[inner] == truth[inner]).mean() > 0.95
 
 
-def test_unknown_anatomy_and_missing_colin27(monkeypatch, tmp_path):
+def test_unknown_anatomy_and_missing_colin27_or_inia19(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown anatomy"):
         load_anatomy("bogus")
     monkeypatch.setattr(anatomy, "COLIN27_BRAIN", tmp_path / "absent.nii.gz")
-    assert not anatomy.colin27_available()
+    monkeypatch.setattr(anatomy, "INIA19_BRAIN", tmp_path / "absent.nii.gz")
+    assert not anatomy.colin27_available() and not anatomy.inia19_available()
     with pytest.raises(FileNotFoundError, match="mricron-data"):
         anatomy._colin27()
+    with pytest.raises(FileNotFoundError, match="mricron-data"):
+        anatomy._inia19()
 
 
 @pytest.mark.skipif(not anatomy.ROUTINE_T1_SCAN.is_file(), reason="insighttoolkit5-examples")

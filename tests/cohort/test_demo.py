@@ -1,5 +1,6 @@
 """Synthetic demo cohort: determinism, geometry, truth pose, bias, GNL consistency, the
-Colin27 held-out subject, the 1.5T-contrast truth and the default split."""
+Colin27 held-out subject, the INIA19 validation subject, the 1.5T-contrast truth and the
+default split."""
 
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ from sr7t.io import load_volume, read_json
 from sr7t.preprocess import gnl
 
 COLIN27 = anatomy.COLIN27_SUBJECT
-# Every property test below also runs on the Colin27 subject when its package is installed.
-SUBJECTS = ["sub-01", "sub-02", "sub-03"] + ([COLIN27] if anatomy.colin27_available() else [])
+INIA19 = anatomy.INIA19_SUBJECT
+# Every property test below also runs on the Colin27 and INIA19 subjects when their package
+# is installed.
+SUBJECTS = (
+    ["sub-01", "sub-02", "sub-03"]
+    + ([COLIN27] if anatomy.colin27_available() else [])
+    + ([INIA19] if anatomy.inia19_available() else [])
+)
 needs_colin27 = pytest.mark.skipif(
     not anatomy.colin27_available(),
     reason=f"Colin27 not installed ({anatomy.COLIN27_BRAIN}; Debian package mricron-data)",
+)
+needs_inia19 = pytest.mark.skipif(
+    not anatomy.inia19_available(),
+    reason=f"INIA19 not installed ({anatomy.INIA19_BRAIN}; Debian package mricron-data)",
 )
 VOX_7T, VOX_1P5T = 4.0, (4.8, 4.8, 6.0)
 
@@ -281,44 +292,71 @@ def test_colin27_subject_has_its_own_anatomy(cohort):
     assert COLIN27 in list(pd.read_csv(tsv, sep="\t", dtype=str).subject)
     info = {s: read_json(truth_dir(root, s) / "truth.json") for s in SUBJECTS}
     assert info[COLIN27]["anatomy"] == "colin27" and "Atropos" in info[COLIN27]["anatomy_source"]
-    assert {info[s]["anatomy"] for s in SUBJECTS if s != COLIN27} == {"mni152"}
+    assert {info[s]["anatomy"] for s in SUBJECTS if s not in (COLIN27, INIA19)} == {"mni152"}
     brain, aff = load_volume(truth_dir(root, COLIN27) / "brainmask_7T.nii.gz")
     litres = brain.sum() * abs(np.linalg.det(aff[:3, :3])) / 1e6 / info[COLIN27]["head_scale"] ** 3
     assert 1.5 < litres < 2.0  # Colin27's 1.74 L (MNI152's mask: 1.88 L), 4 mm voxels
 
 
+@needs_inia19
+def test_inia19_subject_is_the_macaque_brain_at_human_size(cohort):
+    root, tsv = cohort
+    assert INIA19 in list(pd.read_csv(tsv, sep="\t", dtype=str).subject)
+    info = read_json(truth_dir(root, INIA19) / "truth.json")
+    assert info["anatomy"] == "inia19" and "macaque" in info["anatomy_source"]
+    brain, aff = load_volume(truth_dir(root, INIA19) / "brainmask_7T.nii.gz")
+    litres = brain.sum() * abs(np.linalg.det(aff[:3, :3])) / 1e6 / info["head_scale"] ** 3
+    assert 1.4 < litres < 2.0  # 0.109 L x 2.5^3 = 1.71 L, 4 mm voxels
+
+
 def test_default_split_holds_out_colin27_and_the_last_mni_subjects(monkeypatch):
     monkeypatch.setattr(anatomy, "colin27_available", lambda: True)
     monkeypatch.setattr("sr7t.cohort.samples.colin27_available", lambda: True)
-    cfg = {"source": "demo", "demo": {"n_subjects": 6, "colin27": True}, "split": {}}
+    monkeypatch.setattr("sr7t.cohort.samples.inia19_available", lambda: True)
+    demo = {"n_subjects": 6, "colin27": True, "inia19": True}
+    cfg = {"source": "demo", "demo": demo, "split": {}}
     c = load_cohort("demo", cfg, "results/demo/raw")
     assert c.in_split("test") == ["sub-06", COLIN27]
-    assert c.in_split("val") == ["sub-05"]
+    assert c.in_split("val") == ["sub-05", INIA19]
     assert c.in_split("train") == ["sub-01", "sub-02", "sub-03", "sub-04"]
-    # an explicit split wins, but never trains on Colin27
+    # an explicit split wins, but never trains on Colin27 or INIA19
     cfg["split"] = {"val": ["sub-01"], "test": ["sub-02"]}
     c = load_cohort("demo", cfg, "results/demo/raw")
-    assert c.in_split("val") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
-    # two MNI subjects: one trains, one is tested, no val
-    cfg = {"source": "demo", "demo": {"n_subjects": 2, "colin27": True}, "split": {}}
+    assert c.in_split("val") == ["sub-01", INIA19] and c.in_split("test") == ["sub-02", COLIN27]
+    # two MNI subjects: one trains, one is tested, INIA19 is the only val
+    demo = {"n_subjects": 2, "colin27": True, "inia19": True}
+    cfg = {"source": "demo", "demo": demo, "split": {}}
     c = load_cohort("demo", cfg, "results/demo/raw")
     assert c.in_split("train") == ["sub-01"] and c.in_split("test") == ["sub-02", COLIN27]
-    cfg["demo"]["colin27"] = False
-    assert COLIN27 not in load_cohort("demo", cfg, "results/demo/raw").subjects
+    assert c.in_split("val") == [INIA19]
+    cfg["demo"]["colin27"] = cfg["demo"]["inia19"] = False
+    c = load_cohort("demo", cfg, "results/demo/raw")
+    assert COLIN27 not in c.subjects and INIA19 not in c.subjects
 
 
-def test_missing_colin27_prints_one_line_and_omits_the_subject(monkeypatch, tmp_path, capsys):
+def test_missing_colin27_or_inia19_prints_one_line_each_and_omits_the_subject(
+    monkeypatch, tmp_path, capsys
+):
     monkeypatch.setattr(anatomy, "COLIN27_BRAIN", tmp_path / "absent" / "ch2bet.nii.gz")
+    monkeypatch.setattr(anatomy, "INIA19_BRAIN", tmp_path / "absent" / "inia19-t1-brain.nii.gz")
     tsv = make_demo_cohort(
-        raw_dir(tmp_path), ["sub-01", COLIN27], seed=7, voxel_mm_7t=8.0, voxel_mm_1p5t=(8, 8, 8)
+        raw_dir(tmp_path),
+        ["sub-01", COLIN27, INIA19],
+        seed=7,
+        voxel_mm_7t=8.0,
+        voxel_mm_1p5t=(8, 8, 8),
     )
     assert list(pd.read_csv(tsv, sep="\t", dtype=str).subject) == ["sub-01"]
-    assert not truth_dir(tmp_path, COLIN27).exists()
+    assert not truth_dir(tmp_path, COLIN27).exists() and not truth_dir(tmp_path, INIA19).exists()
     err = capsys.readouterr().err
-    assert err.splitlines() == [anatomy.COLIN27_MISSING]
-    # the workflow decides at parse time: the cohort has no Colin27 subject, one line
-    cfg = {"source": "demo", "demo": {"n_subjects": 4, "colin27": True}, "split": {}}
+    assert err.splitlines() == [anatomy.COLIN27_MISSING, anatomy.INIA19_MISSING]
+    # the workflow decides at parse time: the cohort has neither subject, one line each
+    demo = {"n_subjects": 4, "colin27": True, "inia19": True}
+    cfg = {"source": "demo", "demo": demo, "split": {}}
     c = load_cohort("demo", cfg, "results/demo/raw")
     assert sorted(c.subjects) == ["sub-01", "sub-02", "sub-03", "sub-04"]
     assert c.in_split("test") == ["sub-04"] and c.in_split("val") == ["sub-03"]
-    assert capsys.readouterr().err.splitlines() == [anatomy.COLIN27_MISSING]
+    assert capsys.readouterr().err.splitlines() == [
+        anatomy.COLIN27_MISSING,
+        anatomy.INIA19_MISSING,
+    ]

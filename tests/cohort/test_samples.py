@@ -50,7 +50,7 @@ def test_bids_layout_maps_sessions_to_fields(tmp_path):
 def test_demo_cohort_splits_and_unknown_split_subject():
     cfg = {
         "source": "demo",
-        "demo": {"n_subjects": 4, "colin27": False},
+        "demo": {"n_subjects": 4, "colin27": False, "inia19": False},
         "split": {"val": ["sub-03"], "test": []},
     }
     cohort = load_cohort("d", cfg, "results/d/raw")

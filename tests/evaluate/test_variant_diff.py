@@ -54,3 +54,40 @@ def test_a_run_without_its_model_or_any_baseline_is_named(tmp_path):
         variant_diff.paired_table([("a", 0, "m0", path)])
     with pytest.raises(ValueError, match="has no rows of model 'zz'"):
         variant_diff.paired_table([("a", 0, "zz", path)], table(tmp_path / "b.tsv", "bspline", 1))
+
+
+def test_subject_keeps_only_that_validation_subjects_rows(tmp_path, capsys):
+    """Two validation anatomies: the new config gains 0.5 dB on sub-inia19 and nothing on
+    sub-05; --subject reads each alone, and an absent subject is refused by name."""
+
+    def two_subjects(path, model, psnr, inia_extra):
+        rows = [
+            {
+                "model": model,
+                "subject": s,
+                "input": "sim",
+                "axis": a,
+                "resolution_mm": mm,
+                "psnr": psnr + (inia_extra if s == "sub-inia19" else 0.0),
+                "psnr_linear": psnr,
+                "ssim": 0.9,
+            }
+            for s in ("sub-05", "sub-inia19")
+            for a in "xyz"
+            for mm in (2.5, 4.0)
+        ]
+        pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+        return str(path)
+
+    base = two_subjects(tmp_path / "b.tsv", "bspline", 20.0, 0.0)
+    old = two_subjects(tmp_path / "o.tsv", "m0", 21.0, 0.0)
+    new = two_subjects(tmp_path / "n.tsv", "n0", 21.0, 0.5)
+    args = ["--run", "old", "0", "m0", old, "--run", "new", "0", "n0", new, "--bspline", base]
+    for subject, gain in (("sub-05", "+0.000"), ("sub-inia19", "+0.500")):
+        assert variant_diff.main([*args, "--compare", "new", "old", "--subject", subject]) == 0
+        assert f"new - old (n=6): psnr {gain} [{gain}, {gain}]" in capsys.readouterr().out
+    assert variant_diff.main([*args, "--compare", "new", "old"]) == 0
+    assert "new - old (n=12): psnr +0.250" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        variant_diff.main([*args, "--subject", "sub-99"])
+    assert "no rows of subject(s) ['sub-99']" in capsys.readouterr().err

@@ -259,12 +259,16 @@ def left_out(wildcards):
 
 
 def demo_config(wildcards):
-    """Param function: the cohort's demo section, sub-colin27 as decided at parse time
-    (load_cohort), so that the job makes the cohort the DAG was planned for."""
-    from sr7t.cohort.anatomy import COLIN27_SUBJECT
+    """Param function: the cohort's demo section, sub-colin27 and sub-inia19 as decided at
+    parse time (load_cohort), so that the job makes the cohort the DAG was planned for."""
+    from sr7t.cohort.anatomy import COLIN27_SUBJECT, INIA19_SUBJECT
 
-    colin27 = COLIN27_SUBJECT in COHORTS[wildcards.cohort].subjects
-    return {**config["cohorts"][wildcards.cohort]["demo"], "colin27": colin27}
+    subjects = COHORTS[wildcards.cohort].subjects
+    return {
+        **config["cohorts"][wildcards.cohort]["demo"],
+        "colin27": COLIN27_SUBJECT in subjects,
+        "inia19": INIA19_SUBJECT in subjects,
+    }
 
 
 def n4_input(wildcards):

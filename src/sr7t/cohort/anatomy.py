@@ -1,4 +1,4 @@
-"""Source anatomies of the demo cohort: the MNI152 2009 template and Colin27.
+"""Source anatomies of the demo cohort: the MNI152 2009 template, Colin27 and INIA19.
 
 Each anatomy is a 1 mm, skull-stripped, MNI-aligned brain with four channels the demo mixes
 into a contrast: ``t1`` (the source T1 intensity, 0..1, white matter near 0.8-0.9) and
@@ -12,6 +12,14 @@ into a contrast: ``t1`` (the source T1 intensity, 0..1, white matter near 0.8-0.
   :data:`COLIN27_SEGMENT_MM` and the posteriors resampled back to 1 mm, which keeps it
   to ~10 s on 2 cores (about 30 s at 1 mm). It is a held-out anatomy: no demo training
   subject derives from it.
+- ``inia19``: a real brain no human scan resembles closely: the INIA19 rhesus macaque
+  template (Rohlfing et al. 2012; ``inia19-t1-brain.nii.gz`` in the same Debian package, 0.5
+  mm), scaled by :data:`INIA19_SCALE` to a human brain's size (0.11 L to 1.7 L, Colin27's
+  1.74 L) and resampled to 1 mm; tissue maps from the same Atropos segmentation as Colin27
+  (four classes, the middle two grey matter).
+  The demo's second validation anatomy: choices made on the MNI-derived validation subject
+  alone cannot see what a model learnt of the template's own anatomy (every training
+  subject is the same template, deformed), so they are checked on a brain of another shape.
 
 Every external file this module reads is named here, once.
 """
@@ -24,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-ANATOMIES = ("mni152", "colin27")
+ANATOMIES = ("mni152", "colin27", "inia19")
 # Debian's mricron-data: Colin27 at 1 mm (181 x 217 x 181), MNI-aligned, RAS.
 COLIN27_DIR = Path("/usr/share/mricron/templates")
 COLIN27_BRAIN = COLIN27_DIR / "ch2bet.nii.gz"  # skull-stripped; brain = voxels > 0
@@ -34,6 +42,16 @@ COLIN27_SUBJECT = "sub-colin27"  # the demo's held-out real-anatomy subject
 COLIN27_MISSING = (
     "demo: Colin27 (Debian package mricron-data) not installed: the demo runs without its "
     "real-anatomy test subject"
+)
+# The same package: the INIA19 macaque template brain at 0.5 mm (168 x 206 x 128), RAS, 0
+# outside the brain; scaled INIA19_SCALE times about its brain's centre.
+INIA19_BRAIN = COLIN27_DIR / "inia19-t1-brain.nii.gz"
+INIA19_SUBJECT = "sub-inia19"  # the demo's second validation anatomy
+INIA19_SCALE = 2.5  # (1.74 L / 0.109 L) ** (1/3) = 2.52: Colin27's brain volume
+INIA19_CLASSES = 4  # Atropos k-means classes: csf, two grey (merged), white
+INIA19_MISSING = (
+    "demo: INIA19 (Debian package mricron-data) not installed: the demo runs without its "
+    "second validation anatomy"
 )
 # Debian's insighttoolkit5-examples: a real routine head T1, 2 x 2 x 3 mm (128 x 128 x 62),
 # uint8; a thick-slice scan with no high-resolution truth.
@@ -53,6 +71,10 @@ DESCRIPTIONS = {
     "colin27": "Colin27 (Debian mricron-data ch2bet): t1 = intensity / max, gm/wm/csf = ANTs "
     f"Atropos k-means[3] posteriors ({COLIN27_SEGMENT_MM} mm, "
     f"{COLIN27_ATROPOS_ITERATIONS} iterations) resampled to 1 mm",
+    "inia19": "INIA19 rhesus macaque template (Debian mricron-data inia19-t1-brain), scaled "
+    f"{INIA19_SCALE}x to a human brain's size and resampled to 1 mm (cubic): t1 = intensity / "
+    "its 99.9th percentile in the brain (clipped to 1), gm/wm/csf = ANTs Atropos "
+    f"k-means[{INIA19_CLASSES}] as Colin27's, its two middle classes merged into gm",
 }
 
 
@@ -70,16 +92,24 @@ def colin27_available() -> bool:
     return COLIN27_BRAIN.is_file()
 
 
+def inia19_available() -> bool:
+    """Whether Debian's ``mricron-data`` INIA19 brain is installed."""
+    return INIA19_BRAIN.is_file()
+
+
 @functools.lru_cache(maxsize=len(ANATOMIES))
 def load_anatomy(name: str) -> Anatomy:
     """The source anatomy ``name`` (one of :data:`ANATOMIES`), cached per process.
 
-    Raises FileNotFoundError (naming the Debian package) when Colin27 is not installed.
+    Raises FileNotFoundError (naming the Debian package) when Colin27 or INIA19 is not
+    installed.
     """
     if name == "mni152":
         t1, gm, wm, csf, mask, affine = _mni152()
     elif name == "colin27":
         t1, gm, wm, csf, mask, affine = _colin27()
+    elif name == "inia19":
+        t1, gm, wm, csf, mask, affine = _inia19()
     else:
         raise ValueError(f"unknown anatomy {name!r}; known: {list(ANATOMIES)}")
     return _crop(np.stack([t1, gm, wm, csf]).astype(np.float32), mask.astype(np.float32), affine)
@@ -133,12 +163,45 @@ def _colin27():
     labels, _ = ndimage.label(raw > 0)
     mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
     t1 = np.where(mask, raw / raw[mask].max(), 0.0).astype(np.float32)
-    csf, gm, wm = _segment_3_classes(t1, mask)
+    csf, gm, wm = _segment_classes(t1, mask)
     return t1, gm, wm, csf, mask.astype(np.float32), np.asarray(img.affine, dtype=np.float64)
 
 
-def _segment_3_classes(t1: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
-    """Atropos k-means[3] posteriors of a 1 mm ``t1`` inside ``mask``, darkest class first,
+def _inia19():
+    import nibabel as nib
+    from scipy import ndimage
+
+    if not inia19_available():
+        raise FileNotFoundError(
+            f"INIA19 not found at {INIA19_BRAIN}: install the Debian package "
+            f"{COLIN27_PACKAGE} (apt-get install {COLIN27_PACKAGE})"
+        )
+    img = nib.as_closest_canonical(nib.load(INIA19_BRAIN))
+    raw = np.asarray(img.dataobj, dtype=np.float32)
+    zoom = np.asarray(img.header.get_zooms()[:3], dtype=np.float64) * INIA19_SCALE
+    # The scaled brain on a 1 mm grid whose origin is the scaled source origin: output voxel
+    # j lies at source voxel j / zoom (cubic; the mask by the same map at 0.5).
+    shape = np.ceil((np.array(raw.shape) - 1) * zoom).astype(int) + 1
+    scaled = ndimage.affine_transform(raw, np.diag(1.0 / zoom), output_shape=tuple(shape), order=3)
+    inside = ndimage.affine_transform(
+        (raw > 0).astype(np.float32), np.diag(1.0 / zoom), output_shape=tuple(shape), order=1
+    )
+    labels, _ = ndimage.label(inside > 0.5)
+    mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    top = float(np.percentile(scaled[mask], 99.9))
+    t1 = np.where(mask, np.clip(scaled / top, 0.0, 1.0), 0.0).astype(np.float32)
+    # Four classes, the middle two merged into grey matter: with three, the darkest class
+    # (mean 0.42) took the template's dim outer cortex as CSF (0.45 L); with four it keeps
+    # the sulci, ventricles and brain edge (0.24 L, mean 0.34).
+    csf, gm_dim, gm, wm = _segment_classes(t1, mask, k=INIA19_CLASSES)
+    gm = gm_dim + gm
+    affine = np.eye(4)
+    affine[:3, 3] = img.affine[:3, 3] * INIA19_SCALE
+    return t1, gm, wm, csf, mask.astype(np.float32), affine
+
+
+def _segment_classes(t1: np.ndarray, mask: np.ndarray, k: int = 3) -> list[np.ndarray]:
+    """Atropos k-means[``k``] posteriors of a 1 mm ``t1`` inside ``mask``, darkest class first,
     each (X, Y, Z) float32, summing to 1 in the mask and 0 outside it.
 
     Segmented on a :data:`COLIN27_SEGMENT_MM` grid, inside the coarse voxels whose linear
@@ -164,7 +227,7 @@ def _segment_3_classes(t1: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
     out = ants.atropos(
         a=coarse,
         x=like_coarse(inside),
-        i="kmeans[3]",
+        i=f"kmeans[{k}]",
         m=COLIN27_MRF,
         c=f"[{COLIN27_ATROPOS_ITERATIONS},0]",
         r=0,

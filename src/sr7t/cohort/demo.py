@@ -1,11 +1,13 @@
-"""Synthetic paired 1.5T/7T demo cohort, built offline from two source anatomies.
+"""Synthetic paired 1.5T/7T demo cohort, built offline from three source anatomies.
 
 Each subject is a 1 mm source brain (:mod:`sr7t.cohort.anatomy`) with its own head size,
 smooth random deformation (a few mm) and tissue contrast. Subjects ``sub-NN`` derive from
 the MNI152 2009 template and its GM/WM/brain maps (shipped inside nilearn); the held-out
 test subject ``sub-colin27`` derives from Colin27, one real brain (Debian's
 ``mricron-data``), so evaluation can score an anatomy no training subject derives from.
-Without that package the demo says so in one line and goes on without ``sub-colin27``.
+The validation subject ``sub-inia19`` derives from the INIA19 macaque template scaled to
+a human brain's size (the same package): an anatomy of another shape to check choices on.
+Without that package the demo says so in one line and goes on without either.
 
 Frames: the *head frame* is the 7T scanner's frame (mm, RAS+, gradient isocentre at the
 origin; the template's origin, the anterior commissure, sits at the isocentre). In the
@@ -49,7 +51,10 @@ from sr7t.cohort.anatomy import (
     COLIN27_MISSING,
     COLIN27_SUBJECT,
     DESCRIPTIONS,
+    INIA19_MISSING,
+    INIA19_SUBJECT,
     colin27_available,
+    inia19_available,
     load_anatomy,
 )
 from sr7t.io import save_volume, write_json
@@ -86,7 +91,7 @@ def dummy_coefficient_file() -> Path:
 
 def subject_anatomy(subject: str) -> str:
     """The source anatomy (:data:`sr7t.cohort.anatomy.ANATOMIES`) of demo subject ``subject``."""
-    return "colin27" if subject == COLIN27_SUBJECT else "mni152"
+    return {COLIN27_SUBJECT: "colin27", INIA19_SUBJECT: "inia19"}.get(subject, "mni152")
 
 
 @functools.lru_cache(maxsize=4)
@@ -244,8 +249,9 @@ def make_demo_cohort(
     thick-slice 1.5T-like inputs along any axis, with no pose, GNL, bias or noise.
 
     ``subjects``: IDs; :data:`sr7t.cohort.anatomy.COLIN27_SUBJECT` derives from Colin27,
-    every other ID from the MNI152 template (:func:`subject_anatomy`). When Colin27 is not
-    installed that subject is left out with one line on stderr.
+    :data:`~sr7t.cohort.anatomy.INIA19_SUBJECT` from INIA19, every other ID from the MNI152
+    template (:func:`subject_anatomy`). When Colin27 or INIA19 is not installed that subject
+    is left out with one line on stderr.
 
     ``coef_file``: source ``.grad`` for both scanners (default: gradunwarp's dummy), scaled
     per scanner (see module doc). ``workers``: processes writing subjects side by side (the
@@ -265,6 +271,9 @@ def make_demo_cohort(
     if COLIN27_SUBJECT in subjects and not colin27_available():
         print(COLIN27_MISSING, file=sys.stderr)
         subjects = [s for s in subjects if s != COLIN27_SUBJECT]
+    if INIA19_SUBJECT in subjects and not inia19_available():
+        print(INIA19_MISSING, file=sys.stderr)
+        subjects = [s for s in subjects if s != INIA19_SUBJECT]
     # The coefficient files are scaled over the MNI brain whatever the cohort's subjects are,
     # so a subject's scans do not depend on which other subjects the cohort holds.
     mni = load_anatomy("mni152")
@@ -310,8 +319,9 @@ def make_demo_cohort(
 
 
 # Relative cost of writing a subject in a fresh process: Colin27's includes its Atropos
-# segmentation (8.5 s, against about 3 s per subject at the demo's 1.2 mm; 2026-12-06).
-SUBJECT_COST = {"colin27": 4.0, "mni152": 1.0}
+# segmentation (8.5 s, against about 3 s per subject at the demo's 1.2 mm; 2026-12-06),
+# INIA19's its resampling and a 4-class Atropos (13 s to load).
+SUBJECT_COST = {"colin27": 4.0, "inia19": 5.0, "mni152": 1.0}
 
 
 def _each_subject(plan: dict, subjects: list[str], workers: int) -> list[dict]:

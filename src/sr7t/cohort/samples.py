@@ -15,7 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from sr7t import paths
-from sr7t.cohort.anatomy import COLIN27_MISSING, COLIN27_SUBJECT, colin27_available
+from sr7t.cohort.anatomy import (
+    COLIN27_MISSING,
+    COLIN27_SUBJECT,
+    INIA19_MISSING,
+    INIA19_SUBJECT,
+    colin27_available,
+    inia19_available,
+)
 from sr7t.config import ConfigError, load_schema, validate
 
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -54,11 +61,12 @@ class Cohort:
         return [s for s, sub in self.subjects.items() if sub.split == split]
 
 
-def demo_subject_ids(n_subjects: int, colin27: bool = False) -> list[str]:
+def demo_subject_ids(n_subjects: int, colin27: bool = False, inia19: bool = False) -> list[str]:
     """The demo's subject IDs: ``n_subjects`` MNI152-derived ``sub-NN``, then, when
-    ``colin27``, the real-anatomy held-out subject ``sub-colin27``."""
+    ``colin27``, the real-anatomy held-out test subject ``sub-colin27`` and, when ``inia19``,
+    the other-anatomy validation subject ``sub-inia19``."""
     ids = [f"sub-{i:02d}" for i in range(1, n_subjects + 1)]
-    return ids + [COLIN27_SUBJECT] if colin27 else ids
+    return ids + [COLIN27_SUBJECT] * bool(colin27) + [INIA19_SUBJECT] * bool(inia19)
 
 
 def read_samples(tsv: str | Path) -> list[SubjectScans]:
@@ -135,7 +143,11 @@ def load_cohort(name: str, cfg: dict, demo_raw_dir: str | Path | None = None) ->
         if colin27 and not colin27_available():
             print(COLIN27_MISSING, file=sys.stderr)
             colin27 = False
-        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"], colin27):
+        inia19 = ccfg["demo"]["inia19"]
+        if inia19 and not inia19_available():
+            print(INIA19_MISSING, file=sys.stderr)
+            inia19 = False
+        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"], colin27, inia19):
             scan = {
                 f: str(paths.inside(demo_raw_dir, "demo_scan", subject=sid, field=f))
                 for f in paths.FIELDS
@@ -187,6 +199,9 @@ def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
     colin27 = cohort.subjects.get(COLIN27_SUBJECT)
     if cohort.source == "demo" and colin27 is not None and colin27.split == "train":
         colin27.split = "test"  # the real-anatomy subject exists to be held out: never train
+    inia19 = cohort.subjects.get(INIA19_SUBJECT)
+    if cohort.source == "demo" and inia19 is not None and inia19.split == "train":
+        inia19.split = "val"  # the other anatomy exists to check choices: never train
     for sid, sub in cohort.subjects.items():
         if not sub.has_7t and sid not in explicit:
             # No 7T: inference only. One the config holds out for val/test keeps its split,
@@ -206,15 +221,16 @@ def _assign_splits(cohort: Cohort, split_cfg: dict) -> None:
 def _default_held_out(cohort: Cohort) -> dict[str, list[str]]:
     """Default ``{"test": [...], "val": [...]}``. Demo: test = the last MNI subject and
     sub-colin27 (when present), val = the MNI subject before the last (when that still leaves
-    one to train on). Other cohorts: test = the last subject (sorted) that has a 7T, no val
-    (a subject without one is inference-only)."""
+    one to train on) and sub-inia19 (when present). Other cohorts: test = the last subject
+    (sorted) that has a 7T, no val (a subject without one is inference-only)."""
     ids = sorted(cohort.subjects)
     if cohort.source != "demo":
         ids = [s for s in ids if cohort.subjects[s].has_7t]
         return {"test": ids[-1:], "val": []}
-    mni = [s for s in ids if s != COLIN27_SUBJECT]
+    mni = [s for s in ids if s not in (COLIN27_SUBJECT, INIA19_SUBJECT)]
     test = mni[-1:] + ([COLIN27_SUBJECT] if COLIN27_SUBJECT in cohort.subjects else [])
-    return {"test": test, "val": mni[-2:-1] if len(mni) >= 3 else []}
+    val = mni[-2:-1] if len(mni) >= 3 else []
+    return {"test": test, "val": val + ([INIA19_SUBJECT] if INIA19_SUBJECT in ids else [])}
 
 
 def usable_after(cohort: Cohort, left_out: dict[str, str]) -> None:
