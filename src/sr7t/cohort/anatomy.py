@@ -44,7 +44,7 @@ COLIN27_MISSING = (
     "real-anatomy test subject"
 )
 # The same package: the INIA19 macaque template brain at 0.5 mm (168 x 206 x 128), RAS, 0
-# outside the brain; scaled INIA19_SCALE times about its brain's centre.
+# outside the brain; scaled INIA19_SCALE times about its origin (the anterior commissure).
 INIA19_BRAIN = COLIN27_DIR / "inia19-t1-brain.nii.gz"
 INIA19_SUBJECT = "sub-inia19"  # the demo's second validation anatomy
 INIA19_SCALE = 2.5  # (1.74 L / 0.109 L) ** (1/3) = 2.52: Colin27's brain volume
