@@ -311,8 +311,7 @@ def test_inia19_subject_is_the_macaque_brain_at_human_size(cohort):
 
 def test_default_split_holds_out_colin27_and_the_last_mni_subjects(monkeypatch):
     monkeypatch.setattr(anatomy, "colin27_available", lambda: True)
-    monkeypatch.setattr("sr7t.cohort.samples.colin27_available", lambda: True)
-    monkeypatch.setattr("sr7t.cohort.samples.inia19_available", lambda: True)
+    monkeypatch.setattr(anatomy, "inia19_available", lambda: True)
     demo = {"n_subjects": 6, "colin27": True, "inia19": True}
     cfg = {"source": "demo", "demo": demo, "split": {}}
     c = load_cohort("demo", cfg, "results/demo/raw")

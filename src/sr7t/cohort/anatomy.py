@@ -27,6 +27,7 @@ Every external file this module reads is named here, once.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -147,36 +148,59 @@ def _mni152():
     return t1, gm, wm, csf, mask, np.asarray(t1_img.affine, dtype=np.float64)
 
 
-def _colin27():
-    import nibabel as nib
-    from scipy import ndimage
+def installed_subjects(subjects: list[str]) -> list[str]:
+    """``subjects`` without the demo subjects whose Debian-packaged brain is not installed
+    (sub-colin27, sub-inia19), one line on stderr for each one left out."""
+    packaged = {
+        COLIN27_SUBJECT: (colin27_available, COLIN27_MISSING),
+        INIA19_SUBJECT: (inia19_available, INIA19_MISSING),
+    }
+    kept = []
+    for subject in subjects:
+        available, missing = packaged.get(subject, (lambda: True, ""))
+        if available():
+            kept.append(subject)
+        else:
+            print(missing, file=sys.stderr)
+    return kept
 
-    if not colin27_available():
+
+def _packaged_brain(path: Path, name: str):
+    """The brain image ``path`` of Debian's mricron-data, reoriented to RAS; FileNotFoundError
+    naming the package when it is not installed."""
+    import nibabel as nib
+
+    if not path.is_file():
         raise FileNotFoundError(
-            f"Colin27 not found at {COLIN27_BRAIN}: install the Debian package "
+            f"{name} not found at {path}: install the Debian package "
             f"{COLIN27_PACKAGE} (apt-get install {COLIN27_PACKAGE})"
         )
-    img = nib.as_closest_canonical(nib.load(COLIN27_BRAIN))
+    return nib.as_closest_canonical(nib.load(path))
+
+
+def _largest_component(inside: np.ndarray) -> np.ndarray:
+    """The largest connected component of the bool array ``inside``."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(inside)
+    return labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+
+
+def _colin27():
+    img = _packaged_brain(COLIN27_BRAIN, "Colin27")
     raw = np.asarray(img.dataobj, dtype=np.float32)  # uint8, 0 outside the brain
     # The brain: the largest connected component of ch2bet > 0 (drops ~100 specks of a few
     # hundred voxels in all that BET left outside it; ch2bet has no holes).
-    labels, _ = ndimage.label(raw > 0)
-    mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    mask = _largest_component(raw > 0)
     t1 = np.where(mask, raw / raw[mask].max(), 0.0).astype(np.float32)
     csf, gm, wm = _segment_classes(t1, mask)
     return t1, gm, wm, csf, mask.astype(np.float32), np.asarray(img.affine, dtype=np.float64)
 
 
 def _inia19():
-    import nibabel as nib
     from scipy import ndimage
 
-    if not inia19_available():
-        raise FileNotFoundError(
-            f"INIA19 not found at {INIA19_BRAIN}: install the Debian package "
-            f"{COLIN27_PACKAGE} (apt-get install {COLIN27_PACKAGE})"
-        )
-    img = nib.as_closest_canonical(nib.load(INIA19_BRAIN))
+    img = _packaged_brain(INIA19_BRAIN, "INIA19")
     raw = np.asarray(img.dataobj, dtype=np.float32)
     zoom = np.asarray(img.header.get_zooms()[:3], dtype=np.float64) * INIA19_SCALE
     # The scaled brain on a 1 mm grid whose origin is the scaled source origin: output voxel
@@ -186,8 +210,7 @@ def _inia19():
     inside = ndimage.affine_transform(
         (raw > 0).astype(np.float32), np.diag(1.0 / zoom), output_shape=tuple(shape), order=1
     )
-    labels, _ = ndimage.label(inside > 0.5)
-    mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    mask = _largest_component(inside > 0.5)
     top = float(np.percentile(scaled[mask], 99.9))
     t1 = np.where(mask, np.clip(scaled / top, 0.0, 1.0), 0.0).astype(np.float32)
     # Four classes, the middle two merged into grey matter: with three, the darkest class

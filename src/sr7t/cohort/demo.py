@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import zlib
 from pathlib import Path
 
@@ -48,13 +47,10 @@ from scipy.interpolate import CubicSpline
 
 from sr7t import paths
 from sr7t.cohort.anatomy import (
-    COLIN27_MISSING,
     COLIN27_SUBJECT,
     DESCRIPTIONS,
-    INIA19_MISSING,
     INIA19_SUBJECT,
-    colin27_available,
-    inia19_available,
+    installed_subjects,
     load_anatomy,
 )
 from sr7t.io import save_volume, write_json
@@ -268,12 +264,7 @@ def make_demo_cohort(
     if voxel_1p5t.shape != (3,) or np.any(voxel_1p5t <= 0) or voxel_mm_7t <= 0:
         raise ValueError(f"bad voxel sizes: 7T {voxel_mm_7t}, 1.5T {voxel_mm_1p5t}")
     raw_dir = Path(raw_dir)
-    if COLIN27_SUBJECT in subjects and not colin27_available():
-        print(COLIN27_MISSING, file=sys.stderr)
-        subjects = [s for s in subjects if s != COLIN27_SUBJECT]
-    if INIA19_SUBJECT in subjects and not inia19_available():
-        print(INIA19_MISSING, file=sys.stderr)
-        subjects = [s for s in subjects if s != INIA19_SUBJECT]
+    subjects = installed_subjects(subjects)
     # The coefficient files are scaled over the MNI brain whatever the cohort's subjects are,
     # so a subject's scans do not depend on which other subjects the cohort holds.
     mni = load_anatomy("mni152")

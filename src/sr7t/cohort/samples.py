@@ -8,21 +8,13 @@ small text files and directory listings; scans are validated later, per subject,
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from sr7t import paths
-from sr7t.cohort.anatomy import (
-    COLIN27_MISSING,
-    COLIN27_SUBJECT,
-    INIA19_MISSING,
-    INIA19_SUBJECT,
-    colin27_available,
-    inia19_available,
-)
+from sr7t.cohort.anatomy import COLIN27_SUBJECT, INIA19_SUBJECT, installed_subjects
 from sr7t.config import ConfigError, load_schema, validate
 
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -139,15 +131,9 @@ def load_cohort(name: str, cfg: dict, demo_raw_dir: str | Path | None = None) ->
         if demo_raw_dir is None:
             raise ValueError(f"cohort {name}: a demo cohort needs its raw folder")
         subjects = []
-        colin27 = ccfg["demo"]["colin27"]
-        if colin27 and not colin27_available():
-            print(COLIN27_MISSING, file=sys.stderr)
-            colin27 = False
-        inia19 = ccfg["demo"]["inia19"]
-        if inia19 and not inia19_available():
-            print(INIA19_MISSING, file=sys.stderr)
-            inia19 = False
-        for sid in demo_subject_ids(ccfg["demo"]["n_subjects"], colin27, inia19):
+        demo = ccfg["demo"]
+        ids = demo_subject_ids(demo["n_subjects"], demo["colin27"], demo["inia19"])
+        for sid in installed_subjects(ids):
             scan = {
                 f: str(paths.inside(demo_raw_dir, "demo_scan", subject=sid, field=f))
                 for f in paths.FIELDS
