@@ -203,6 +203,66 @@ def test_real_fraction_one_uses_the_paired_scan_along_z(subjects):
         assert float(e["slice_mm"]) >= subjects[0].native_slice_mm - 1e-6
 
 
+def test_axis_aligned_warps_keep_the_block_axes_on_source_axes():
+    """Without rotation and shear (and no displacement) a line along any block axis keeps
+    the other two source coordinates: a scan's slices stay along the block's thick axis. The
+    spacing the block sees is the source's over the block's step along each source axis."""
+    cfg = {
+        "rotation_deg": 15.0,
+        "shear": 0.08,
+        "scale": [0.8, 1.25],
+        "deform_mm": 0.0,
+        "ventricle_scale": [1.0, 1.0],
+    }
+    frame = (0, 1, 2)  # n, a, thick = x, y, z
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        coords = synth.sampling_coords(
+            rng, np.zeros(3), (5, 8, 9), frame, 1.0, synth.axis_aligned(cfg)
+        )
+        for j in range(3):
+            for other in {0, 1, 2} - {j}:
+                assert np.ptp(coords[other], axis=j).max() < 1e-9
+        steps = [abs(float(np.diff(coords[j], axis=j).mean())) for j in range(3)]
+        assert all(0.8 - 1e-9 <= st <= 1.25 + 1e-9 for st in steps)
+        np.testing.assert_allclose(
+            synth.spacing_in_block([2.4, 2.4, 4.0], coords, frame),
+            np.array([2.4, 2.4, 4.0]) / steps,
+        )
+        tilted = synth.sampling_coords(
+            np.random.default_rng(seed), np.zeros(3), (5, 8, 9), frame, 1.0, cfg
+        )
+        assert np.ptp(tilted[0], axis=2).max() > 1e-3  # the full warp turns them
+    rng = np.random.default_rng(0)
+    plain = synth.sampling_coords(rng, np.zeros(3), (4, 5, 6), (2, 0, 1), 1.0, cfg, warp=False)
+    # unwarped: the spacing permuted to the block's axes
+    np.testing.assert_allclose(synth.spacing_in_block([1.0, 2.0, 4.0], plain, (2, 0, 1)), [4, 1, 2])
+
+
+def test_warped_real_examples_move_input_and_target_together(subjects):
+    """``warp_real``: the real 1.5T examples are warped (other voxels than unwarped, thick
+    along z as acquired) with input and target alike (as well matched as unwarped), and the
+    geometry channels carry the 1.5T's slice spacing as the warped block sees it."""
+    plain = RandomisedSliceDataset(subjects, data_config(synth={"real_fraction": 1.0}), seed=4)
+    cfg = data_config(synth={"real_fraction": 1.0, "warp_real": True})
+    warped = RandomisedSliceDataset(subjects, cfg, seed=4)
+    match = {"plain": [], "warped": []}
+    spacings = []
+    for i in range(16):
+        p, w = plain[i], warped[i]
+        assert int(w["origin"][1]) == 2 and int(w["origin"][3]) == 1
+        assert not torch.equal(p["target"], w["target"])
+        for name, e in (("plain", p), ("warped", w)):
+            m = e["mask"][0] > 0
+            if int(m.sum()) > 20:
+                match[name].append(np.corrcoef(e["target"][0][m], e["base"][0][m])[0, 1])
+        assert float(w["cond"][-2, 0, 0]) == pytest.approx(float(w["slice_mm"]) / GEOMETRY_SCALE_MM)
+        spacings.append(float(w["slice_mm"]))
+    assert np.mean(match["warped"]) > np.mean(match["plain"]) - 0.05, match
+    # the 4 mm slices seen through a scale in [0.85, 1.15] and the re-acquisitions
+    assert min(spacings) >= 4.0 / 1.15 - 0.2 and len(set(spacings)) > 8
+
+
 def test_input_contrast_target_differs_from_the_input_only_by_the_acquisition(subjects):
     """With ``target_contrast: input`` the target is the input's own contrast and bias: with
     no noise and an acquisition at the grid's resolution, input and target are nearly equal;

@@ -16,8 +16,11 @@ fine ones. The condition channels are, in order:
   resolution (mm / :data:`GEOMETRY_SCALE_MM`), so the model knows the acquisition.
 
 With probability ``synth.real_fraction`` the input is the subject's real registered 1.5T
-(thick along z as acquired, re-acquired at a coarser spacing when drawn), without warping:
-the real scanner's appearance stays in the mix. Otherwise the input is made from the warped
+(thick along z as acquired, re-acquired at a coarser spacing when drawn): the real scanner's
+appearance stays in the mix. It is not warped, unless ``synth.warp_real``: then input and
+target are warped alike but without rotation or shear (:func:`sr7t.data.synth.axis_aligned`),
+so its slices stay along the frame's thick axis, and the geometry channels give its voxel as
+the warped block sees it. Otherwise the input is made from the warped
 7T target (random contrast, bias, noise, acquisition).
 
 The target (``synth.target_contrast``): ``7T``, the warped 7T itself (the network translates
@@ -141,17 +144,18 @@ class RandomisedSliceDataset(Dataset):
             a, n = n, a
         centre = self._brain[k][int(rng.integers(len(self._brain[k])))]
         depth = 2 * c + 1 + 2 * CONTEXT_MARGIN
+        warp_real = real and bool(self.synth.get("warp_real", False))
         coords = synth.sampling_coords(
             rng,
             centre,
             (depth, size, size),
             (n, a, thick),
             voxel,
-            self.synth,
-            warp=not real,
+            synth.axis_aligned(self.synth) if warp_real else self.synth,
+            warp=warp_real or not real,
             brain_centre_vox=self._brain_centre[k],
         )
-        grid = real and self.resample_order != 1
+        grid = real and not warp_real and self.resample_order != 1
         if grid:
             coords = np.round(coords)  # unwarped: on the grid, nothing to interpolate
         mid = CONTEXT_MARGIN + c
@@ -165,6 +169,9 @@ class RandomisedSliceDataset(Dataset):
 
         if real:
             native = subj.native_spacing_mm
+            if warp_real:  # the 1.5T's voxel as the warped block sees it, (n, a, thick)
+                native = synth.spacing_in_block(native, coords, (n, a, thick))
+                native = np.array([max(native[0], native[1])] * 2 + [native[2]])
             acq = synth.draw_acquisition(
                 rng, self.cfg["train_slice_mm"], [native[0], native[0]], voxel, self.synth
             )

@@ -330,6 +330,25 @@ def sampling_coords(
     return coords.reshape(3, *block_shape)
 
 
+def axis_aligned(cfg: dict) -> dict:
+    """``cfg`` without rotation and shear: :func:`sampling_coords` then warps by per-axis
+    scale and flips, the smooth displacement and the ventricle size only, so a scan's slices
+    stay along the block's axes (the real 1.5T's, with ``warp_real``)."""
+    return {**cfg, "rotation_deg": 0.0, "shear": 0.0}
+
+
+def spacing_in_block(spacing_mm, coords: np.ndarray, frame_axes) -> np.ndarray:
+    """The source's voxel size ``spacing_mm`` (x, y, z) as a block of :func:`sampling_coords`
+    (``coords`` (3, *block), source axes ``frame_axes`` along its axes) sees it: along each
+    block axis the source spacing over the median step, in source voxels, that the block
+    takes along that source axis. Unwarped: ``spacing_mm`` permuted to the block's axes."""
+    out = []
+    for j, src in enumerate(frame_axes):
+        step = float(np.median(np.abs(np.diff(coords[src], axis=j))))
+        out.append(float(spacing_mm[src]) / max(step, 1e-6))
+    return np.array(out)
+
+
 def sample(volume: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
     """``volume`` at voxel coordinates ``coords`` (3, ...); zero outside. float32."""
     return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).astype(
