@@ -168,12 +168,13 @@ class RandomisedSliceDataset(Dataset):
         mask = synth.sample(subj.derived["mask_float"], coords[:, mid]) > 0.5
 
         if real:
-            native = subj.native_spacing_mm
+            native = subj.native_spacing_mm  # x, y, z: thick along z
             if warp_real:  # the 1.5T's voxel as the warped block sees it, (n, a, thick)
                 native = synth.spacing_in_block(native, coords, (n, a, thick))
-                native = np.array([max(native[0], native[1])] * 2 + [native[2]])
+            inplane = float(max(native[0], native[1]))
+            # (the drawn in-plane resolution is not used: the real 1.5T's own is kept)
             acq = synth.draw_acquisition(
-                rng, self.cfg["train_slice_mm"], [native[0], native[0]], voxel, self.synth
+                rng, self.cfg["train_slice_mm"], [inplane, inplane], voxel, self.synth
             )
             slice_mm = max(acq.slice_mm, float(native[2]))
             block = self.resample(k, "t1", coords, grid)
@@ -184,7 +185,6 @@ class RandomisedSliceDataset(Dataset):
                     size, voxel, slice_mm, offset_mm=acq.offset_mm, order=self.order
                 )
                 block = synth.apply_along(block, m, 2)
-            inplane = float(max(native[0], native[1]))
             offset = acq.offset_mm
         else:
             acq = synth.draw_acquisition(
