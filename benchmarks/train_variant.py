@@ -40,6 +40,12 @@ def main(argv=None) -> int:
         help="with --kind chain: distil this teacher bundle (e.g. the workflow's "
         "results/demo/models/teacher/model.pt) instead of training one",
     )
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="with --kind chain: the last stage's student starts from this bundle's weights "
+        "(e.g. a regression UNet of the same config: distill.init_from: regression)",
+    )
     a = ap.parse_args(argv)
 
     import torch
@@ -55,8 +61,8 @@ def main(argv=None) -> int:
         tracker.log_params({"kind": a.kind, "overrides": " ".join(a.set)})
         args = (files["train"], files["val"], copy.deepcopy(cfg))
         log = tracker.log_metrics
-        if a.teacher and a.kind != "chain":
-            ap.error("--teacher goes with --kind chain")
+        if (a.teacher or a.init) and a.kind != "chain":
+            ap.error("--teacher and --init go with --kind chain")
         if a.kind == "regression":
             from sr7t.train.regression import train_regression
 
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
             for k in range(1, k_last + 1):
                 model = out / ("model.pt" if k == k_last else f"student_stage{k}.pt")
                 ckpt = out / f"checkpoints_stage{k}"
-                summary = distill_stage(parent, *args, k, model, ckpt, log)
+                init = a.init if k == k_last else None
+                summary = distill_stage(parent, *args, k, model, ckpt, log, init_model=init)
                 parent = model
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps({"model": str(out / "model.pt"), "seconds": summary.get("seconds")}))

@@ -118,6 +118,7 @@ PER_STAGE_KEYS = {
     "test_time_flips": False,
     "test_time_rotations": False,
     "on_path": False,
+    "parent_steps": False,
 }
 
 

@@ -7,7 +7,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_phantom import tiny_config, write_phantom_npz  # noqa: E402
 
-from sr7t.distill.stage import distill_stage, per_stage, two_step_target  # noqa: E402
+from sr7t.distill.stage import distill_stage, parent_target, per_stage  # noqa: E402
 from sr7t.models.bundle import load_bundle  # noqa: E402
 from sr7t.models.diffusion import alpha_sigma, q_sample  # noqa: E402
 from sr7t.train.teacher import train_teacher  # noqa: E402
@@ -92,7 +92,39 @@ def test_student_of_same_width_starts_as_its_parent(teacher):
         assert torch.equal(a, b)
 
 
-def test_two_step_target_of_perfect_parent_is_x0():
+def test_student_starts_from_the_init_model_when_given(teacher):
+    """distill.init_from: regression: the student starts as the regression UNet (the same
+    architecture by construction), not from scratch or its parent; another width raises."""
+    from sr7t.train.regression import train_regression
+
+    files, cfg, root = teacher
+    cfg_r = tiny_config(distill={"channels": [8, 8], "steps_per_stage": 2})
+    train_regression(files[:2], [], cfg_r, root / "reg.pt", root / "ck_reg")  # as the teacher
+    cfg0 = tiny_config(distill={"channels": [8, 8]})
+    cfg0["distill"]["steps_per_stage"] = 0  # not one step: the weights as started
+    args = (files[:1], [], cfg0, 1, root / "warm.pt", root / "ck_warm")
+    distill_stage(root / "teacher.pt", *args, init_model=root / "reg.pt")
+    reg, _ = load_bundle(root / "reg.pt", "cpu")
+    student, meta = load_bundle(root / "warm.pt", "cpu")
+    assert meta["init"] == "regression" and meta["parent"] == "teacher"
+    for a, b in zip(reg.parameters(), student.parameters(), strict=True):
+        assert torch.equal(a, b)
+    cold = tiny_config(distill={"channels": [8, 16]})
+    cold["distill"]["steps_per_stage"] = 0
+    with pytest.raises(ValueError, match="cannot start from the regression model"):
+        distill_stage(
+            root / "teacher.pt",
+            files[:1],
+            [],
+            cold,
+            1,
+            root / "x.pt",
+            root / "ckx",
+            init_model=root / "reg.pt",
+        )
+
+
+def test_parent_target_of_perfect_parent_is_x0():
     x0 = torch.randn(4, 1, 8, 8)
 
     class Oracle(torch.nn.Module):
@@ -111,11 +143,38 @@ def test_two_step_target_of_perfect_parent_is_x0():
     n = 4
     t = torch.tensor([1.0, 0.75, 0.5, 0.25])
     x_t = q_sample(x0, t, torch.randn_like(x0))
-    v, x0_target, feats = two_step_target(Oracle(), x_t, None, t, n)
+    v, x0_target, feats = parent_target(Oracle(), x_t, None, t, n)
     torch.testing.assert_close(x0_target, x0, atol=1e-4, rtol=0)
     a, s = (z.view(-1, 1, 1, 1) for z in alpha_sigma(t))
     torch.testing.assert_close(a * x_t - s * v, x0, atol=1e-4, rtol=0)
     assert len(feats) == 1 and feats[0].shape == x_t.shape
+
+
+def test_parent_target_of_one_step_is_the_parents_own_estimate():
+    """parent_steps 1: the target is the parent's own x0 (and v) at (x_t, t), one step of the
+    student's size; 2 differs (the parent's second step sees its first step's output)."""
+    from sr7t.models.diffusion import Denoiser
+
+    torch.manual_seed(0)
+    arch = {
+        "channels": [8, 8],
+        "attention_levels": [False, False],
+        "num_res_blocks": 1,
+        "norm_num_groups": 4,
+    }
+    parent = Denoiser(2, arch).eval()
+    with torch.no_grad():  # MONAI zeroes the output layer: give it an answer to compare
+        for p in parent.parameters():
+            p.normal_(0.0, 0.2)
+    x_t, cond = torch.zeros(3, 1, 8, 8), torch.randn(3, 2, 8, 8)
+    t = torch.ones(3)
+    v1, x0_1, feats = parent_target(parent, x_t, cond, t, 1, parent_steps=1)
+    with torch.no_grad():
+        v_own = parent(x_t, cond, t)
+    torch.testing.assert_close(v1, v_own, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x0_1, -v_own, atol=1e-5, rtol=0)  # v = -x0 at t = 1, x_t = 0
+    _, x0_2, _ = parent_target(parent, x_t, cond, t, 1, parent_steps=2)
+    assert not torch.allclose(x0_1, x0_2) and len(feats) == len(parent.feature_layers())
 
 
 def test_per_stage_values():

@@ -80,21 +80,30 @@ def _norm_groups(channels: list[int], preferred: int) -> int:
 
 
 @torch.no_grad()
-def two_step_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int):
-    """The student's target for one step ``t -> t - 1/n`` = two parent DDIM steps.
+def parent_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int, parent_steps: int = 2):
+    """The student's target for one step ``t -> t - 1/n``: ``parent_steps`` parent DDIM steps
+    over the same interval (2: progressive distillation; 1: the parent's own step, whose
+    target x0 is the parent's own estimate: plain knowledge distillation).
 
     ``x_t`` (B,1,H,W), ``t`` (B,) on the student's grid (multiples of ``1/n``). Returns
     ``(v_target, x0_target, parent_features)``: the features are the parent's
     :func:`capture_features` outputs (float32) from its first pass at ``(x_t, t)``.
     """
-    t_mid, t_end = t - 0.5 / n, t - 1.0 / n
-    with capture_features(parent) as feats:
-        x_mid = ddim_step(parent, x_t, cond, t, t_mid)
-    x_end = ddim_step(parent, x_mid, cond, t_mid, t_end)
+    k = int(parent_steps)
+    t_end = t - 1.0 / n
+    x, t_now = x_t, t
+    for j in range(1, k + 1):
+        t_next = t - j / (k * n)
+        if j == 1:
+            with capture_features(parent) as feats:
+                x = ddim_step(parent, x, cond, t_now, t_next)
+        else:
+            x = ddim_step(parent, x, cond, t_now, t_next)
+        t_now = t_next
     a_t, s_t = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
     a_e, s_e = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t_end))
     ratio = s_e / s_t
-    x0_target = (x_end - ratio * x_t) / (a_e - ratio * a_t)
+    x0_target = (x - ratio * x_t) / (a_e - ratio * a_t)
     v_goal = v_from_x0(x_t, t, x0_target)
     return v_goal, x0_target, [f.float() for f in feats]
 
@@ -102,10 +111,13 @@ def two_step_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int):
 class DistillTrainer(DiffusionTrainer):
     section = "distill"
 
-    def __init__(self, parent, stage: int, *args, **kwargs):
+    def __init__(self, parent, stage: int, *args, init_model=None, **kwargs):
         if isinstance(parent, str | Path):
             parent = load_bundle(parent, device="cpu")
         self.parent, self.parent_meta = parent
+        if isinstance(init_model, str | Path):
+            init_model = load_bundle(init_model, device="cpu")
+        self.init_model = init_model  # (Denoiser, meta) whose weights the student starts from
         self.stage = int(stage)
         self.kind = f"student_stage{self.stage}"
         super().__init__(*args, **kwargs)
@@ -136,6 +148,7 @@ class DistillTrainer(DiffusionTrainer):
         self.feature_weight = float(per_stage(self.cfg["feature_weight"], self.stage, False))
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.on_path = bool(per_stage(self.cfg["on_path"], self.stage, False))
+        self.parent_steps = int(per_stage(self.cfg["parent_steps"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
 
     @property
@@ -158,9 +171,33 @@ class DistillTrainer(DiffusionTrainer):
             "norm_num_groups": _norm_groups(channels, parent_arch["norm_num_groups"]),
         }
         student = Denoiser(n_condition, arch)
-        if student.arch == parent_arch:
+        if self.init_model is not None:
+            student.load_state_dict(self._init_weights(student.arch))
+        elif student.arch == parent_arch:
             student.load_state_dict(self.parent.state_dict())
         return StudentWithAdapters(student, self.parent.feature_channels())
+
+    def _init_weights(self, arch: dict) -> dict:
+        """The init model's weights, after checking that they mean what the student's will:
+        the same architecture, condition channels and residual scale."""
+        model, meta = self.init_model
+        pm = self.parent_meta
+        problems = []
+        if model.arch != arch:
+            problems.append(f"architecture {model.arch} != the student's {arch}")
+        if list(meta.get("channels", [])) != self.channels:
+            problems.append(f"channels {meta.get('channels')} != {self.channels}")
+        scale = float(meta.get("residual_scale", float("nan")))
+        if not math.isclose(scale, self.residual_scale, rel_tol=1e-6):
+            problems.append(f"residual_scale {scale} != the parent's {self.residual_scale}")
+        if meta.get("context_slices") != pm["context_slices"]:
+            problems.append(f"context_slices {meta.get('context_slices')} != the parent's")
+        if problems:
+            raise ValueError(
+                f"stage {self.stage}: cannot start from the {meta.get('kind', 'given')} model: "
+                + "; ".join(problems)
+            )
+        return model.state_dict()
 
     def denoiser(self, trainable: nn.Module) -> Denoiser:
         return trainable.student
@@ -186,7 +223,7 @@ class DistillTrainer(DiffusionTrainer):
         else:
             x_t = q_sample(x0, t, noise)
         with self.autocast():
-            v_goal, _, parent_feats = two_step_target(self.parent, x_t, cond, t, n)
+            v_goal, _, parent_feats = parent_target(self.parent, x_t, cond, t, n, self.parent_steps)
         with self.autocast():
             v, feats = module(x_t, cond, t)
         loss_v = torch.mean((v.float() - v_goal) ** 2)
@@ -215,6 +252,8 @@ class DistillTrainer(DiffusionTrainer):
             feature_weight=self.feature_weight,
             data_weight=self.data_weight,
             on_path=self.on_path,
+            parent_steps=self.parent_steps,
+            init=None if self.init_model is None else self.init_model[1].get("kind"),
             native_slice_mm_seen=[
                 min(meta["native_slice_mm_seen"][0], pm["native_slice_mm_seen"][0]),
                 max(meta["native_slice_mm_seen"][1], pm["native_slice_mm_seen"][1]),
@@ -231,9 +270,11 @@ class DistillTrainer(DiffusionTrainer):
         import hashlib
 
         digest = hashlib.sha256()
-        for name, tensor in sorted(self.parent.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        models = [self.parent] + ([] if self.init_model is None else [self.init_model[0]])
+        for model in models:  # a retrained init model voids them too
+            for name, tensor in sorted(model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
         return f"{super().resume_key()}-{digest.hexdigest()[:12]}"
 
 
@@ -248,6 +289,7 @@ def distill_stage(
     metrics_cb=None,
     device=None,
     artifact_cb=None,
+    init_model=None,
 ) -> dict:
     """Distil ``parent_model`` into a student sampling in half its steps; write its bundle.
 
@@ -257,9 +299,11 @@ def distill_stage(
     ``data.train_slice_mm`` and the ``distill`` section are read; the student's width is
     ``distill.channels`` (this stage's entry), its self-attention ``distill.attention_levels``
     (None: the parent's), its training steps ``distill.steps_per_stage`` (a number or one per
-    stage); it starts from the parent's weights when the architecture is the same, else from
-    scratch. Checkpointing, resume, EMA, metrics and DDP
-    are those of :func:`~sr7t.train.teacher.train_teacher`.
+    stage); it starts from ``init_model``'s weights when given (a bundle path or pair, e.g. the
+    regression UNet, which has the final student's architecture; a mismatch raises), else from
+    the parent's when the architecture is the same, else from scratch. Its target per step is
+    ``distill.parent_steps`` of the parent's (:func:`parent_target`). Checkpointing, resume,
+    EMA, metrics and DDP are those of :func:`~sr7t.train.teacher.train_teacher`.
 
     Returns the summary dict of the teacher plus ``loss_v``/``loss_feature`` in
     ``final_losses``.
@@ -274,5 +318,6 @@ def distill_stage(
         metrics_cb,
         device,
         artifact_cb,
+        init_model=init_model,
     )
     return trainer.run(out_model)
