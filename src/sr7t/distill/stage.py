@@ -13,6 +13,8 @@ normalised MSE between the parent's middle/decoder feature maps (hooked during i
 pass at ``(x_t, t)``) and the student's, mapped to the parent's widths by 1x1 convolutions.
 ``data_weight`` adds the ordinary diffusion loss against the real 7T at the same ``x_t``
 (knowledge distillation with the hard labels kept; 0 is pure progressive distillation).
+``parent_steps`` 1 replaces the parent's two steps by its one step over the same interval
+(plain knowledge distillation of the parent's own estimate; README § Benchmarks: worse).
 
 ``on_path`` (per stage) trains the student on the inputs its own sampler gives it: at
 ``t = k / N`` its ``x_t`` is where its deterministic DDIM, started as the plan says (zeros for
