@@ -119,6 +119,7 @@ PER_STAGE_KEYS = {
     "test_time_rotations": False,
     "on_path": False,
     "parent_steps": False,
+    "data_weight_power": False,
 }
 
 

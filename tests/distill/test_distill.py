@@ -49,6 +49,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
             "test_time_flips": [1, 4],
             "test_time_rotations": [1, 2],
             "on_path": [True, False],
+            "data_weight_power": [0.0, 1.0],
         }
     )
     s2 = distill_stage(root / "s1.pt", files[:2], [], cfg2, 2, root / "s2.pt", root / "ck2")
@@ -66,6 +67,7 @@ def test_two_stages_halve_steps_and_shrink(teacher):
     assert meta2["architecture"]["attention_levels"] == [False, True]
     # stage 1: the schema's default data weight (the workflow's too); stage 2: its own entry
     assert meta1["data_weight"] == 1.0 and meta2["data_weight"] == 0.5
+    assert meta1["data_weight_power"] == 0.0 and meta2["data_weight_power"] == 1.0
     # stage 1 trained on its own sampler's inputs (the default), stage 2 on noised 7T
     assert meta1["on_path"] is True and meta2["on_path"] is False
     assert torch.isfinite(torch.tensor(s2["final_loss"]))
@@ -175,6 +177,22 @@ def test_parent_target_of_one_step_is_the_parents_own_estimate():
     torch.testing.assert_close(x0_1, -v_own, atol=1e-5, rtol=0)  # v = -x0 at t = 1, x_t = 0
     _, x0_2, _ = parent_target(parent, x_t, cond, t, 1, parent_steps=2)
     assert not torch.allclose(x0_1, x0_2) and len(feats) == len(parent.feature_layers())
+
+
+def test_spacing_weighted_mean():
+    """distill.data_weight_power: each example's mean error weighted by (slice_mm / 4) ** p;
+    p = 0 is the plain mean to the bit."""
+    from sr7t.distill.stage import spacing_weighted_mean
+
+    err = torch.rand(3, 1, 4, 4)
+    mm = torch.tensor([2.0, 4.0, 8.0])
+    assert torch.equal(spacing_weighted_mean(err, mm, 0), torch.mean(err))
+    per = err.mean(dim=(1, 2, 3))
+    expect = (0.25 * per[0] + per[1] + 4.0 * per[2]) / 3
+    torch.testing.assert_close(spacing_weighted_mean(err, mm, 2.0), expect)
+    # at the reference spacing every weight is one, whatever the power
+    same = torch.full((3,), 4.0)
+    torch.testing.assert_close(spacing_weighted_mean(err, same, 3.0), torch.mean(err))
 
 
 def test_per_stage_values():

@@ -48,6 +48,20 @@ from sr7t.models.diffusion import (
 from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
 
+# distill.data_weight_power scales each example's data loss by (slice_mm / this) ** power: the
+# demo's 1.5T slice, so its real examples keep the weight they had
+DATA_WEIGHT_REF_MM = 4.0
+
+
+def spacing_weighted_mean(err: torch.Tensor, slice_mm: torch.Tensor, power: float):
+    """The mean of ``err`` (B, ...); with ``power`` != 0 each example's mean weighted by
+    ``(slice_mm / DATA_WEIGHT_REF_MM) ** power`` (thicker slices leave a wider posterior, where
+    the parent's samples help less). ``power`` 0 is the plain mean, bit for bit."""
+    if not power:
+        return torch.mean(err)
+    w = (slice_mm.to(err.device).float() / DATA_WEIGHT_REF_MM) ** float(power)
+    return torch.mean(w * err.flatten(1).mean(dim=1))
+
 
 class StudentWithAdapters(nn.Module):
     """Student denoiser plus 1x1 convolutions mapping its features to the parent's widths.
@@ -151,6 +165,7 @@ class DistillTrainer(DiffusionTrainer):
         self.data_weight = float(per_stage(self.cfg["data_weight"], self.stage, False))
         self.on_path = bool(per_stage(self.cfg["on_path"], self.stage, False))
         self.parent_steps = int(per_stage(self.cfg["parent_steps"], self.stage, False))
+        self.data_weight_power = float(per_stage(self.cfg["data_weight_power"], self.stage, False))
         self.parent = self.parent.to(self.device).eval().requires_grad_(False)
 
     @property
@@ -239,8 +254,10 @@ class DistillTrainer(DiffusionTrainer):
         # Hinton-style knowledge distillation keeps the hard labels too: the ordinary diffusion
         # loss against the real 7T at the same x_t (its optimum is the posterior mean, which is
         # what a few-step sampler's first step should predict).
-        loss_data = torch.mean((v.float() - v_from_x0(x_t.float(), t, x0)) ** 2)
-        loss = loss_v + self.feature_weight * loss_f + self.data_weight * loss_data
+        err_data = (v.float() - v_from_x0(x_t.float(), t, x0)) ** 2
+        loss_data = torch.mean(err_data)
+        weighted_data = spacing_weighted_mean(err_data, batch["slice_mm"], self.data_weight_power)
+        loss = loss_v + self.feature_weight * loss_f + self.data_weight * weighted_data
         parts = {"loss_v": loss_v.detach(), "loss_feature": loss_f.detach()}
         return loss, parts | {"loss_data": loss_data.detach()}
 
@@ -255,6 +272,7 @@ class DistillTrainer(DiffusionTrainer):
             data_weight=self.data_weight,
             on_path=self.on_path,
             parent_steps=self.parent_steps,
+            data_weight_power=self.data_weight_power,
             init=None if self.init_model is None else self.init_model[1].get("kind"),
             native_slice_mm_seen=[
                 min(meta["native_slice_mm_seen"][0], pm["native_slice_mm_seen"][0]),
