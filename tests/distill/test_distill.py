@@ -180,15 +180,15 @@ def test_parent_target_of_one_step_is_the_parents_own_estimate():
 
 
 def test_spacing_weighted_mean():
-    """distill.data_weight_power: each example's mean error weighted by (slice_mm / 4) ** p;
-    p = 0 is the plain mean to the bit."""
+    """distill.data_weight_power: each example's mean error weighted by (slice_mm / 4) ** p
+    above 4 mm, by 1 below; p = 0 is the plain mean to the bit."""
     from sr7t.distill.stage import spacing_weighted_mean
 
     err = torch.rand(3, 1, 4, 4)
     mm = torch.tensor([2.0, 4.0, 8.0])
     assert torch.equal(spacing_weighted_mean(err, mm, 0), torch.mean(err))
     per = err.mean(dim=(1, 2, 3))
-    expect = (0.25 * per[0] + per[1] + 4.0 * per[2]) / 3
+    expect = (per[0] + per[1] + 4.0 * per[2]) / 3  # 2 mm: weight 1, not 1/4
     torch.testing.assert_close(spacing_weighted_mean(err, mm, 2.0), expect)
     # at the reference spacing every weight is one, whatever the power
     same = torch.full((3,), 4.0)

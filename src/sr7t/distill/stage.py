@@ -48,18 +48,21 @@ from sr7t.models.diffusion import (
 from sr7t.models.predict import sampling_start
 from sr7t.train.loop import BatchShard, DiffusionTrainer
 
-# distill.data_weight_power scales each example's data loss by (slice_mm / this) ** power: the
-# demo's 1.5T slice, so its real examples keep the weight they had
+# distill.data_weight_power scales the data loss of each example thicker than this by
+# (slice_mm / this) ** power: the demo's 1.5T slice, so its real examples keep their weight
 DATA_WEIGHT_REF_MM = 4.0
 
 
 def spacing_weighted_mean(err: torch.Tensor, slice_mm: torch.Tensor, power: float):
     """The mean of ``err`` (B, ...); with ``power`` != 0 each example's mean weighted by
-    ``(slice_mm / DATA_WEIGHT_REF_MM) ** power`` (thicker slices leave a wider posterior, where
-    the parent's samples help less). ``power`` 0 is the plain mean, bit for bit."""
+    ``(max(slice_mm, DATA_WEIGHT_REF_MM) / DATA_WEIGHT_REF_MM) ** power``: slices thicker than
+    the reference leave a wider posterior, where the parent's samples help less; thinner ones
+    keep weight 1 (weighting them down too cost the 2.5 mm cells: README § Benchmarks).
+    ``power`` 0 is the plain mean, bit for bit."""
     if not power:
         return torch.mean(err)
-    w = (slice_mm.to(err.device).float() / DATA_WEIGHT_REF_MM) ** float(power)
+    mm = slice_mm.to(err.device).float().clamp(min=DATA_WEIGHT_REF_MM)
+    w = (mm / DATA_WEIGHT_REF_MM) ** float(power)
     return torch.mean(w * err.flatten(1).mean(dim=1))
 
 
