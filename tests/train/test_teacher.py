@@ -319,3 +319,20 @@ def test_a_loader_process_gives_the_same_model(files, tmp_path):
         models.append(load_bundle(out, "cpu")[0])
     a, b = models
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_ema_decay_is_named_when_the_warmup_never_reaches_it(files, tmp_path, capsys):
+    """The EMA's warm-up (1 + k) / (10 + k) stays below 0.995 until update 1790: in shorter
+    runs (the demo's) ema_decay changes nothing, and the log says so."""
+    from sr7t.train.loop import ema_decay_note, ema_warmup_decay
+
+    assert ema_warmup_decay(1789) < 0.995 <= ema_warmup_decay(1790)
+    assert "never reached in 1350 steps" in ema_decay_note(0.995, 1350)
+    assert ema_decay_note(0.995, 2000) is None and ema_decay_note(0.99, 1350) is None
+    # 3 steps: the warm-up ends at 4 / 13 = 0.31, above 0.2 and below 0.9
+    cfg = tiny_config(teacher={"train_steps": 3, "ema_decay": 0.2})
+    train_teacher(files[:1], [], cfg, tmp_path / "reached.pt", tmp_path / "ck1")
+    assert "EMA:" not in capsys.readouterr().err
+    cfg = tiny_config(teacher={"train_steps": 3, "ema_decay": 0.9})
+    train_teacher(files[:1], [], cfg, tmp_path / "never.pt", tmp_path / "ck2")
+    assert "EMA: ema_decay 0.9 is never reached in 3 steps" in capsys.readouterr().err

@@ -184,6 +184,24 @@ class StepBatches(torch.utils.data.Sampler):
             yield list(range(first, first + self.b))
 
 
+def ema_warmup_decay(k: int) -> float:
+    """The EMA's warm-up decay at update ``k`` (counted from 1): ``(1 + k) / (10 + k)``."""
+    return (1.0 + k) / (10.0 + k)
+
+
+def ema_decay_note(decay: float, steps: int) -> str | None:
+    """A line for the log when ``decay`` is never reached in ``steps`` updates: the warm-up
+    alone sets the average (below 0.995 up to update 1790), so the configured decay changes
+    nothing (README § Config); None when it is reached."""
+    last = ema_warmup_decay(max(int(steps), 1))
+    if last >= float(decay):
+        return None
+    return (
+        f"EMA: ema_decay {decay} is never reached in {steps} steps (the warm-up decay "
+        f"(1 + k) / (10 + k) ends at {last:.4f}), so it does not change the model"
+    )
+
+
 def ema_model(module: nn.Module, decay: float) -> AveragedModel:
     """Exponential moving average of ``module``'s parameters (torch's ``AveragedModel``; the
     average is ``.module``), with a warm-up so that short runs are not dominated by the random
@@ -194,7 +212,7 @@ def ema_model(module: nn.Module, decay: float) -> AveragedModel:
 
     def lerp(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
         k = int(n_averaged) + 1
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + k) / (10 + k)))
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, ema_warmup_decay(k)))
 
     ema = AveragedModel(module, multi_avg_fn=lerp, use_buffers=True)
     ema.module.eval().requires_grad_(False)
@@ -583,6 +601,9 @@ class DiffusionTrainer:
         train_ds = self.make_dataset(self.train_subjects, seed, 10**12)
         trainable = self.build_trainable(train_ds.n_condition).to(self.device)
         ema = ema_model(trainable, cfg["ema_decay"])
+        note = ema_decay_note(cfg["ema_decay"], self.total_steps)
+        if note and self.rank == 0:
+            print(note, file=sys.stderr)
         params = [p for p in trainable.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         sched = warmup_cosine(opt, self.total_steps, cfg["warmup_steps"])
