@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         "--init",
         default=None,
         help="with --kind chain: the last stage's student starts from this bundle's weights "
-        "(e.g. a regression UNet of the same config: distill.init_from: regression)",
+        "(e.g. a regression UNet trained on the same subjects: benchmarks only, no config key)",
     )
     a = ap.parse_args(argv)
 

@@ -95,7 +95,7 @@ def test_student_of_same_width_starts_as_its_parent(teacher):
 
 
 def test_student_starts_from_the_init_model_when_given(teacher):
-    """distill.init_from: regression: the student starts as the regression UNet (the same
+    """init_model: the student starts as the regression UNet's weights (the same
     architecture by construction), not from scratch or its parent; another width raises."""
     from sr7t.train.regression import train_regression
 
