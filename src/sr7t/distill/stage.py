@@ -110,15 +110,10 @@ def parent_target(parent: nn.Module, x_t, cond, t: torch.Tensor, n: int, parent_
     """
     k = int(parent_steps)
     t_end = t - 1.0 / n
-    x, t_now = x_t, t
-    for j in range(1, k + 1):
-        t_next = t - j / (k * n)
-        if j == 1:
-            with capture_features(parent) as feats:
-                x = ddim_step(parent, x, cond, t_now, t_next)
-        else:
-            x = ddim_step(parent, x, cond, t_now, t_next)
-        t_now = t_next
+    with capture_features(parent) as feats:  # the parent's first pass only
+        x = ddim_step(parent, x_t, cond, t, t - 1 / (k * n))
+    for j in range(2, k + 1):
+        x = ddim_step(parent, x, cond, t - (j - 1) / (k * n), t - j / (k * n))
     a_t, s_t = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t))
     a_e, s_e = (v.view(-1, 1, 1, 1) for v in alpha_sigma(t_end))
     ratio = s_e / s_t
