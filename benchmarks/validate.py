@@ -72,6 +72,13 @@ def main(argv=None) -> int:
         help="test-time rotations about the thick axis for every model (default: each model's own)",
     )
     ap.add_argument(
+        "--consistency",
+        type=float,
+        default=None,
+        help="slice consistency for every learned model, 0 to 1 (default: each model's own; "
+        "sr7t.models.consistency)",
+    )
+    ap.add_argument(
         "--steps",
         type=at_least_one,
         default=None,
@@ -117,6 +124,7 @@ def main(argv=None) -> int:
                 fusion_power=a.fusion_power,
                 rotations=a.rotations,
                 steps=a.steps,
+                consistency=a.consistency,
             )
         )
     table = pd.concat(tables, ignore_index=True)

@@ -160,6 +160,9 @@ def test_each_acquisition_stress_changes_the_input_and_keeps_it_thick(name):
     assert np.array_equal(inp["reference"], box["reference"])
     assert np.array_equal(inp["mask"], box["mask"])
     assert inp["inplane_mm"] == (2.5 if name == "inplane" else 1.0)
+    # where the slices lie, for the models' slice consistency: half a slice on, or none
+    assert inp["slice_offset_mm"] == (2.0 if name == "offset" else 0.0)
+    assert box["slice_offset_mm"] == 0.0
 
 
 def test_a_gap_keeps_more_detail_than_a_full_box_and_the_inplane_stress_blurs_in_plane():

@@ -167,14 +167,17 @@ def context_voxels(cfg: dict, spacing_mm) -> np.ndarray:
 
 def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> dict:
     """The cell's input: ``t1`` (linear back onto the grid, normalised), ``bspline`` (cubic),
-    ``thick_axis``, ``slice_mm``, ``inplane_mm`` and the ``reference``/``mask`` to score on.
+    ``thick_axis``, ``slice_mm``, ``inplane_mm``, ``slice_offset_mm`` (the first slice's
+    centre from the first voxel centre) and the ``reference``/``mask`` to score on.
 
     ``arrays``: the subject's dataset npz as a dict; ``truth``: :func:`load_truth` or None.
     """
     voxel = np.asarray(arrays["spacing_mm"], dtype=np.float64)
+    offset_mm = 0.0  # the first slice centred on the first voxel (stress offset: its own)
     if cell.stress:
         t1, bspline, inplane = _stressed(cell, truth, voxel, noise)
         thick, slice_mm = cell.axis, float(cell.slice_mm)
+        offset_mm = float(cell.slice_mm) * STRESS[cell.stress].offset
         reference, mask = truth["truth_7T"], truth["mask"]
     elif cell.kind == "sim":
         seed = [zlib.crc32(cell.subject.encode()), cell.axis + 1, int(cell.slice_mm * 100)]
@@ -212,6 +215,7 @@ def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> di
         "thick_axis": int(thick),
         "slice_mm": slice_mm,
         "inplane_mm": inplane,
+        "slice_offset_mm": offset_mm,
         "reference": reference.astype(np.float32),
         "mask": np.asarray(mask, dtype=bool),
     }

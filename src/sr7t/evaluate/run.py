@@ -171,6 +171,7 @@ def evaluate_model(
     fusion_power: float | None = None,
     rotations: int | None = None,
     steps: int | None = None,
+    consistency: float | None = None,
 ) -> pd.DataFrame:
     """Score one model on every cell (:mod:`sr7t.evaluate.cells`) of every held-out subject.
 
@@ -192,7 +193,8 @@ def evaluate_model(
     orthogonal-plane fusion instead of the model's own (:mod:`sr7t.models.fusion`);
     ``rotations``: the test-time rotations about the thick axis instead of the model's own
     (:func:`sr7t.models.predict.test_time_rotations`); ``steps``: the inference steps instead
-    of the model's own (:func:`sr7t.models.predict.with_steps`).
+    of the model's own (:func:`sr7t.models.predict.with_steps`); ``consistency``: the slice
+    consistency instead of the model's own (:func:`sr7t.models.predict.slice_consistency`).
     ``cores``: on CPU, up to that many subjects are scored side by side, each in its own
     process with its share of the cores (the scores do not depend on it).
     Returns the table (:data:`METRIC_COLUMNS`) also written to ``out_tsv``.
@@ -213,6 +215,7 @@ def evaluate_model(
         "fusion_power": fusion_power,
         "rotations": rotations,
         "steps": steps,
+        "consistency": consistency,
         "device": device,
         "cfg": cfg,
         "truth_root": truth_root,
@@ -243,11 +246,18 @@ def _load_model(plan: dict) -> tuple:
         return None, None
     from sr7t.models.bundle import load_bundle
     from sr7t.models.fusion import with_fusion
-    from sr7t.models.predict import with_flips, with_rotations, with_steps, with_tile
+    from sr7t.models.predict import (
+        with_consistency,
+        with_flips,
+        with_rotations,
+        with_steps,
+        with_tile,
+    )
 
     model, meta = load_bundle(plan["model_file"], device=plan["device"])
     meta = with_tile(with_flips(meta, plan["flips"]), plan["tile"])
     meta = with_steps(with_rotations(meta, plan["rotations"]), plan["steps"])
+    meta = with_consistency(meta, plan.get("consistency"))
     return model, with_fusion(meta, plan["fusion"], plan["fusion_power"])
 
 
@@ -305,8 +315,20 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
                 (slice(None), *box)
             ]
             n_samples = 1 if meta.get("deterministic") else int(cfg["n_samples"])
+            thick = inp["thick_axis"]
+            voxel_mm = float(arrays["spacing_mm"][thick])
+            # the slices' phase on the cropped grid
+            offset_mm = inp["slice_offset_mm"] - box[thick].start * voxel_mm
 
-            def sample(start=None, seed=0, condition=condition, inp=inp, local=local):
+            def sample(
+                start=None,
+                seed=0,
+                condition=condition,
+                inp=inp,
+                local=local,
+                offset_mm=offset_mm,
+                voxel_mm=voxel_mm,
+            ):
                 return predict_volume(
                     model,
                     meta,
@@ -320,6 +342,8 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
                     inplane_mm=inp["inplane_mm"],
                     start=start,
                     region=local,
+                    slice_offset_mm=offset_mm,
+                    voxel_mm=voxel_mm,
                 )
 
             # The prediction follows the model's plan (sampling_start); with several

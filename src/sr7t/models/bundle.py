@@ -14,7 +14,8 @@ written by the trainers:
 - ``sampling_start``; inference only: ``test_time_flips``, ``test_time_rotations``,
   ``inference_steps`` (None: ``sampling_steps``), ``inference_tile``, and ``fusion`` /
   ``fusion_power`` (:mod:`sr7t.models.fusion`; not written by the trainers, so the mean of
-  the plane orientations)
+  the plane orientations), ``slice_consistency`` (:mod:`sr7t.models.consistency`; not
+  written by the trainers, so off)
 """
 
 from __future__ import annotations
