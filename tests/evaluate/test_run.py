@@ -30,7 +30,7 @@ def cohort(tmp_path_factory):
     return files, ecfg, root
 
 
-@pytest.mark.parametrize("model", ["bspline", "teacher"])
+@pytest.mark.parametrize("model", ["bspline", "bspline_consistent", "teacher"])
 def test_subjects_side_by_side_score_the_same(cohort, model):
     files, ecfg, root = cohort
     bundle = str(root / "teacher.pt") if model == "teacher" else None
@@ -55,3 +55,30 @@ def test_subjects_side_by_side_score_the_same(cohort, model):
         for a in sorted((root / model / "1").glob(f"{subject}_*.nii.gz")):
             b = root / model / "2" / a.name
             np.testing.assert_allclose(nib.load(a).get_fdata(), nib.load(b).get_fdata(), atol=1e-5)
+
+
+@pytest.mark.parametrize("thick_axis", [2, 0])
+def test_the_consistent_baseline_gives_back_the_acquired_slices(thick_axis):
+    """B-spline made consistent: every slice wholly inside has the truth's box mean (a volume
+    that varies along the thick axis only, so the in-plane smoothing keeps it exact), where
+    B-spline itself does not; slices as fine as the grid leave it as it is."""
+    from scipy.ndimage import gaussian_filter
+
+    from sr7t.data.resolution import simulate_slice_spacing
+    from sr7t.evaluate.run import consistent_interpolation
+    from sr7t.models.consistency import slice_means_operator
+
+    line = gaussian_filter(np.random.default_rng(0).normal(size=40), 1.5) * 5
+    truth = np.moveaxis(np.broadcast_to(line, (5, 6, 40)), 2, thick_axis).copy()
+    bspline = simulate_slice_spacing(truth, 1.2, 6.0, axis=thick_axis, order=3)
+    inp = {"bspline": bspline, "thick_axis": thick_axis, "slice_mm": 6.0, "slice_offset_mm": 0.0}
+    out = consistent_interpolation(inp, [1.2, 1.2, 1.2])
+    _, means, inside = slice_means_operator(40, 1.2, 6.0, 0.0)
+
+    def box_means(v):
+        return np.moveaxis(v, thick_axis, -1).reshape(-1, 40) @ means[inside].T
+
+    np.testing.assert_allclose(box_means(out), box_means(truth), atol=1e-4)
+    assert np.abs(box_means(bspline) - box_means(truth)).max() > 0.05
+    fine = {**inp, "slice_mm": 1.2}
+    np.testing.assert_allclose(consistent_interpolation(fine, [1.2] * 3), bspline, atol=1e-6)

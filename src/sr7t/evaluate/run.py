@@ -54,7 +54,12 @@ METRIC_COLUMNS = [
     "macs_per_slice",
     "warning",
 ]
-BASELINE_ORDER = {"trilinear": 1, "bspline": 3, "bspline_map": 3}  # name -> spline order
+# name -> spline order
+BASELINE_ORDER = {"trilinear": 1, "bspline": 3, "bspline_map": 3, "bspline_consistent": 3}
+# Baselines made to agree with the cell's own acquired slices afterwards (the slice
+# consistency of sr7t.models.consistency, which the learned models leave off): an
+# interpolation that honours the box slice profile, for a reviewer's stronger baseline.
+CONSISTENT_BASELINES = {"bspline_consistent": "bspline"}
 # Baselines whose interpolation is then mapped to the 7T's contrast: the monotone 1.5T -> 7T
 # quantile map of the training subjects (sr7t.data.contrast), the one a learned model with
 # data.synth.target_contrast "input" applies. Contrast only, no resolution gain: under the
@@ -124,6 +129,8 @@ def predict_scaled(
     t0 = time.perf_counter()
     if model is None and model_name in MAPPED_BASELINES:
         raise ValueError(f"baseline {model_name} needs its training subjects' contrast map")
+    if model is None and model_name in CONSISTENT_BASELINES:
+        raise ValueError(f"baseline {model_name} needs an evaluation cell's slices")
     if model is None:
         pred = baseline_prediction(arrays, slice_mm, BASELINE_ORDER[model_name])
         effective = max(float(slice_mm), float(arrays["native_slice_mm"]))
@@ -299,6 +306,8 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
         warning, t0, spread = "", time.perf_counter(), None
         if model is None:
             pred = inp["t1"] if model_name == "trilinear" else inp["bspline"]
+            if model_name in CONSISTENT_BASELINES:
+                pred = consistent_interpolation(inp, arrays["spacing_mm"])
             pred = pred[inner] if cmap is None else quantile_map(pred[inner], cmap)
         else:
             from sr7t.models.predict import (
@@ -417,6 +426,29 @@ def _subject_rows(plan: dict, test_file: str, loaded: tuple | None = None) -> li
             seconds,
         )
     return rows
+
+
+def consistent_interpolation(inp: dict, spacing_mm) -> np.ndarray:
+    """The cell's B-spline input (:func:`sr7t.evaluate.cells.cell_input`) made to agree with
+    its own acquired slices: each line along the thick axis corrected, as a learned model's
+    output would be with its slice consistency on, so that its box means are the slices'
+    (the correction smoothed in-plane alike). Unchanged where the slices are as fine as the
+    grid."""
+    from sr7t.models.consistency import enforce_slice_means
+    from sr7t.models.predict import CONSISTENCY_SMOOTH_VOXELS
+
+    thick = int(inp["thick_axis"])
+    framed = np.moveaxis(inp["bspline"], thick, -1)
+    out = enforce_slice_means(
+        framed,
+        framed,
+        float(spacing_mm[thick]),
+        float(inp["slice_mm"]),
+        float(inp["slice_offset_mm"]),
+        order=BASELINE_ORDER["bspline"],
+        smooth_voxels=CONSISTENCY_SMOOTH_VOXELS,
+    )
+    return np.moveaxis(out, -1, thick)
 
 
 def uncertainty_error_correlation(mean, std, reference, mask) -> float:
