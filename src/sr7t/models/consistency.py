@@ -13,10 +13,11 @@ least squares, so the step needs only the input's slice spacing and the phase of
 the grid. Slices that the line does not wholly hold (at its ends) are not constrained.
 
 It holds only where the input is the target degraded by such slices. On the demo's validation
-subjects it gained the simulated inputs (the truth's own anatomy, acquired so) +0.37 dB and
-lost the real 1.5T 0.7 (README, *Benchmarks*): a 1.5T scan is not a degraded 7T, so the
-workflow leaves it off (``meta["slice_consistency"]`` 0); ``benchmarks/validate.py
---consistency`` measures it.
+subjects (sub-05 / sub-inia19, the final students of two seeds) it gained the simulated inputs
+(the truth's own anatomy, acquired so) +0.50 / +0.41 dB and lost the real 1.5T 0.87 / 0.39
+(README, *Benchmarks*, 2026-12-08): a 1.5T scan is not a degraded 7T, so the workflow leaves
+it off (``meta["slice_consistency"]`` 0); ``benchmarks/validate.py --consistency`` measures
+it, and the evaluation's ``bspline_consistent`` baseline applies it to B-spline.
 """
 
 from __future__ import annotations
@@ -67,9 +68,8 @@ def enforce_slice_means(
     lines = pred.reshape(-1, n).astype(np.float64)
     seen = np.asarray(acquired, dtype=np.float64).reshape(-1, n)
     # the acquired slice values: the interpolant's coefficients, fitted to the input's lines
-    values = np.linalg.lstsq(interpolation_matrix(centres, n, voxel_mm, order), seen.T, rcond=None)[
-        0
-    ]
+    interp = interpolation_matrix(centres, n, voxel_mm, order)  # (n, n_slices)
+    values = np.linalg.lstsq(interp, seen.T, rcond=None)[0]
     kept = centres[inside]
     spread = interpolation_matrix(kept, n, voxel_mm, order)  # (n, k): smooth corrections
     gap = values[inside] - means[inside] @ lines.T  # (k, M): acquired minus the output's means
