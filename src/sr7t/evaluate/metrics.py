@@ -191,9 +191,11 @@ def striping_ratio(pred: np.ndarray, reference: np.ndarray, mask: np.ndarray, ax
     return sp / sr
 
 
-def _fitted_pair(
+def fitted_pair(
     pred: np.ndarray, reference: np.ndarray, mask: np.ndarray, fit: FitKind
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred after its intensity fit to the scaled reference, the scaled reference)``: what
+    every metric compares (``fit``: ``isotonic`` or ``linear``)."""
     # SSIM, HFEN and GMSD look at neighbourhoods that cross the mask's edge. Outside the
     # mask the prediction takes the reference's voxels, so what a method puts there (skull,
     # background, the clipped end of its intensity map) cannot score, and no artificial edge
@@ -223,7 +225,7 @@ def resolution_metrics(
     three); with ``stripe_axis`` also ``striping`` (:func:`striping_ratio` across that axis,
     on the fitted prediction, so a method's contrast does not scale it).
     """
-    fitted, ref = _fitted_pair(pred, reference, mask, fit)
+    fitted, ref = fitted_pair(pred, reference, mask, fit)
     out = {
         "psnr": psnr(fitted, ref, mask, 1.0),
         "ssim": ssim(fitted, ref, mask, 1.0),
@@ -246,7 +248,7 @@ def contrast_neutral_metrics(
     score hangs on forgiving a nonlinear contrast.
     """
     out = resolution_metrics(pred, reference, mask, fit="isotonic", stripe_axis=stripe_axis)
-    linear, ref = _fitted_pair(pred, reference, mask, "linear")
+    linear, ref = fitted_pair(pred, reference, mask, "linear")
     out["psnr_linear"] = psnr(linear, ref, mask, 1.0)
     out["ssim_linear"] = ssim(linear, ref, mask, 1.0)
     return out

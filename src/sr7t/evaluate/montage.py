@@ -23,7 +23,7 @@ from scipy.ndimage import binary_erosion, uniform_filter
 from sr7t.data.dataset import robust_scale
 
 # the metrics' own fit (prediction mapped onto the scaled truth): one definition of "error"
-from sr7t.evaluate.metrics import _fitted_pair, scale_reference
+from sr7t.evaluate.metrics import fitted_pair, scale_reference
 
 INPUT_NAME = "1.5T input"
 INSET_FRACTION = 0.45  # the inset's side, as a fraction of its panel's
@@ -81,7 +81,7 @@ def montage_panels(
     ref_scaled = scale_reference(reference, mask)
 
     def error(volume: np.ndarray) -> np.ndarray:
-        fitted, ref = _fitted_pair(volume, reference, mask, "isotonic")
+        fitted, ref = fitted_pair(volume, reference, mask, "isotonic")
         return display_slice(np.where(mask, np.abs(fitted - ref), 0.0), index)
 
     def shown(volume: np.ndarray) -> np.ndarray:
