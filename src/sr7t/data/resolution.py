@@ -109,10 +109,25 @@ def slice_spacing_matrix(
     voxel centre, interpolated back with spline ``order`` (1 or 3). Rows sum to 1. Raises
     ``ValueError`` if ``slice_mm < voxel_mm``.
     """
+    key = _geometry_key(n, voxel_mm, slice_mm, offset_mm)
+    return _matrix_cached(*key, int(order))
+
+
+def slice_averaging(
+    n: int, voxel_mm: float, slice_mm: float, offset_mm: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres, weights)`` of the same acquisition as :func:`slice_spacing_matrix`: the
+    slice centres (mm from the first voxel centre) and the ``(n_slices, n)`` box-profile
+    averaging weights (rows sum to 1; read-only)."""
+    return _slices_cached(*_geometry_key(n, voxel_mm, slice_mm, offset_mm))
+
+
+def _geometry_key(n: int, voxel_mm: float, slice_mm: float, offset_mm: float) -> tuple:
+    """The checked geometry as the caches key it, the offset taken modulo ``slice_mm``."""
     if n < 1 or voxel_mm <= 0 or slice_mm <= 0:
         raise ValueError(f"bad geometry: n={n}, voxel_mm={voxel_mm}, slice_mm={slice_mm}")
     offset = float(offset_mm) % float(slice_mm)
-    return _matrix_cached(int(n), float(voxel_mm), float(slice_mm), round(offset, 9), int(order))
+    return int(n), float(voxel_mm), float(slice_mm), round(offset, 9)
 
 
 def simulate_slice_spacing(

@@ -173,11 +173,10 @@ def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> di
     ``arrays``: the subject's dataset npz as a dict; ``truth``: :func:`load_truth` or None.
     """
     voxel = np.asarray(arrays["spacing_mm"], dtype=np.float64)
-    offset_mm = 0.0  # the first slice centred on the first voxel (stress offset: its own)
+    offset_mm = 0.0  # the first slice centred on the first voxel (a stress: its own)
     if cell.stress:
-        t1, bspline, inplane = _stressed(cell, truth, voxel, noise)
+        t1, bspline, inplane, offset_mm = _stressed(cell, truth, voxel, noise)
         thick, slice_mm = cell.axis, float(cell.slice_mm)
-        offset_mm = float(cell.slice_mm) * STRESS[cell.stress].offset
         reference, mask = truth["truth_7T"], truth["mask"]
     elif cell.kind == "sim":
         seed = [zlib.crc32(cell.subject.encode()), cell.axis + 1, int(cell.slice_mm * 100)]
@@ -222,9 +221,10 @@ def cell_input(cell: Cell, arrays: dict, truth: dict | None, noise: float) -> di
 
 
 def _stressed(cell: Cell, truth: dict, voxel: np.ndarray, noise: float):
-    """A stress cell's input (linear and cubic back onto the grid) and its in-plane resolution:
-    the truth's 1.5T contrast, to the stress's power, times its bias field, with its Rician
-    noise (its own seed per subject, stress and axis), acquired as it says."""
+    """A stress cell's input (linear and cubic back onto the grid), its in-plane resolution and
+    its first slice's offset (mm): the truth's 1.5T contrast, to the stress's power, times its
+    bias field, with its Rician noise (its own seed per subject, stress and axis), acquired as
+    it says."""
     if len(set(np.round(voxel, 6))) != 1:
         raise ValueError(f"stress cells need an isotropic grid, got voxels {voxel} mm")
     stress = STRESS[cell.stress]
@@ -249,7 +249,7 @@ def _stressed(cell: Cell, truth: dict, voxel: np.ndarray, noise: float):
     t1, bspline = (
         acquire(noisy, float(voxel[0]), acq, thick, inplane_axes, order=o) for o in (1, 3)
     )
-    return t1, bspline, max(fine_inplane, acq.inplane_mm)
+    return t1, bspline, max(fine_inplane, acq.inplane_mm), acq.offset_mm
 
 
 def bias_field(shape, peak_log: float) -> np.ndarray:

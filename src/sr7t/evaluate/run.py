@@ -59,7 +59,7 @@ BASELINE_ORDER = {"trilinear": 1, "bspline": 3, "bspline_map": 3, "bspline_consi
 # Baselines made to agree with the cell's own acquired slices afterwards (the slice
 # consistency of sr7t.models.consistency, which the learned models leave off): an
 # interpolation that honours the box slice profile, for a reviewer's stronger baseline.
-CONSISTENT_BASELINES = {"bspline_consistent": "bspline"}
+CONSISTENT_BASELINES = ("bspline_consistent",)
 # Baselines whose interpolation is then mapped to the 7T's contrast: the monotone 1.5T -> 7T
 # quantile map of the training subjects (sr7t.data.contrast), the one a learned model with
 # data.synth.target_contrast "input" applies. Contrast only, no resolution gain: under the
@@ -434,8 +434,7 @@ def consistent_interpolation(inp: dict, spacing_mm) -> np.ndarray:
     output would be with its slice consistency on, so that its box means are the slices'
     (the correction smoothed in-plane alike). Unchanged where the slices are as fine as the
     grid."""
-    from sr7t.models.consistency import enforce_slice_means
-    from sr7t.models.predict import CONSISTENCY_SMOOTH_VOXELS
+    from sr7t.models.consistency import SMOOTH_VOXELS, enforce_slice_means
 
     thick = int(inp["thick_axis"])
     framed = np.moveaxis(inp["bspline"], thick, -1)
@@ -446,7 +445,7 @@ def consistent_interpolation(inp: dict, spacing_mm) -> np.ndarray:
         float(inp["slice_mm"]),
         float(inp["slice_offset_mm"]),
         order=BASELINE_ORDER["bspline"],
-        smooth_voxels=CONSISTENCY_SMOOTH_VOXELS,
+        smooth_voxels=SMOOTH_VOXELS,
     )
     return np.moveaxis(out, -1, thick)
 

@@ -125,12 +125,6 @@ def with_rotations(meta: dict, rotations: int | None) -> dict:
     return meta
 
 
-# The slice consistency's correction is smoothed in-plane by a Gaussian of this sigma (grid
-# voxels), so that the input's noise is not copied back: on the validation subjects 1 voxel
-# scored best of 0, 0.5, 1, 1.5, 2, 3 and 5 on simulated inputs (README, *Benchmarks*).
-CONSISTENCY_SMOOTH_VOXELS = 1.0
-
-
 def slice_consistency(meta: dict) -> float:
     """How far the output is pulled towards the input's slice means (0: not at all, 1: equal;
     :func:`sr7t.models.consistency.enforce_slice_means`): ``meta["slice_consistency"]``;
@@ -340,9 +334,11 @@ def _predict_member(
         region = (slice(None),) * 3
     thick = int(thick_axis)  # the region in the frame: the thick axis last
     frame_region = tuple(region[a] for a in range(3) if a != thick) + (region[thick],)
-    consistency = slice_consistency(meta) if slice_mm is not None else 0.0
-    if consistency and voxel_mm is None:
-        raise ValueError("slice consistency needs the grid's voxel size along the thick axis")
+    consistency = slice_consistency(meta)
+    if consistency and (slice_mm is None or voxel_mm is None):
+        raise ValueError(
+            "slice consistency needs the input's slice spacing and the grid's voxel size"
+        )
     lines, crop = frame_region, (slice(None),) * 3
     if consistency:  # whole lines along the thick axis (each plane holds them), and planes
         # beyond the box as far as the correction's smoothing reaches
@@ -384,7 +380,7 @@ def _predict_member(
     bar.close()
     fused = fuse(parts, axes, *fusion_plan(meta)).astype(np.float32)
     if consistency:
-        from sr7t.models.consistency import enforce_slice_means
+        from sr7t.models.consistency import SMOOTH_VOXELS, enforce_slice_means
 
         fused = enforce_slice_means(
             fused,
@@ -394,7 +390,7 @@ def _predict_member(
             slice_offset_mm,
             consistency,
             input_order(meta),
-            smooth_voxels=CONSISTENCY_SMOOTH_VOXELS,
+            smooth_voxels=SMOOTH_VOXELS,
         )[crop]
     return np.moveaxis(to_output_contrast(meta, fused), 2, thick)
 
@@ -403,7 +399,9 @@ def _consistency_lines(frame_region, shape):
     """The frame's box widened for :func:`sr7t.models.consistency.enforce_slice_means`: whole
     along the thick axis, and by the smoothing's reach (4 sigma) across it, within the grid;
     and the crop that takes the box back out of it."""
-    reach = int(np.ceil(4 * CONSISTENCY_SMOOTH_VOXELS))  # scipy's Gaussian: 4 sigma
+    from sr7t.models.consistency import SMOOTH_VOXELS
+
+    reach = int(np.ceil(4 * SMOOTH_VOXELS))  # scipy's Gaussian: 4 sigma
     lines, crop = [], []
     for a, (part, n) in enumerate(zip(frame_region, shape, strict=True)):
         start, stop, _ = part.indices(n)
